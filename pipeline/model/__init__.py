@@ -1,0 +1,1 @@
+"""Model code: the pretrained multilingual encoder base and what is built on it."""

@@ -1,0 +1,88 @@
+"""Matplotlib charts rendered to base64 PNG so the report opens offline."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on batch machines
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from pipeline.schema import DIMENSIONS
+
+_COLOURS = {"positive": "#2e7d32", "neutral": "#9e9e9e", "negative": "#c62828"}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def index_chart(sat: pd.DataFrame) -> str:
+    """Horizontal bars: index per dimension (and overall) over all reviews, with 95 % CI."""
+    rows = sat[sat["grouping"] == "all"].set_index("dimension")
+    order = [d for d in ("overall", *DIMENSIONS) if d in rows.index]
+    rows = rows.loc[order]
+    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(order) + 1))
+    err = [rows["index"] - rows["index_low"], rows["index_high"] - rows["index"]]
+    ax.barh(order, rows["index"], xerr=err, color="#1565c0", capsize=4)
+    for y, (value, n) in enumerate(zip(rows["index"], rows["mentions"], strict=True)):
+        ax.text(min(value + 3, 92), y, f"{value:.0f}  (n={n})", va="center", fontsize=9)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("satisfaction index (0-100), 95 % interval")
+    return _png(fig)
+
+
+def polarity_chart(sat: pd.DataFrame) -> str:
+    """Stacked bars: positive/neutral/negative mentions per dimension."""
+    rows = sat[(sat["grouping"] == "all") & (sat["dimension"].isin(DIMENSIONS))]
+    rows = rows.set_index("dimension").reindex(list(DIMENSIONS)).fillna(0)
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    left = pd.Series(0.0, index=rows.index)
+    for polarity in ("positive", "neutral", "negative"):
+        ax.barh(rows.index, rows[polarity], left=left, color=_COLOURS[polarity], label=polarity)
+        left += rows[polarity]
+    ax.invert_yaxis()
+    ax.set_xlabel("reviews mentioning the dimension")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def complaint_chart(sat: pd.DataFrame, grouping: str = "category") -> str | None:
+    """Grouped bars: complaint rate per dimension for each group of ``grouping``."""
+    rows = sat[(sat["grouping"] == grouping) & (sat["dimension"].isin(DIMENSIONS))]
+    if rows.empty:
+        return None
+    pivot = rows.pivot(index="group", columns="dimension", values="complaint_rate")
+    pivot = pivot.reindex(columns=list(DIMENSIONS)).fillna(0) * 100
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(pivot) + 1.5))
+    pivot.plot.barh(ax=ax, width=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("complaint rate (% of reviews with a negative mention)")
+    ax.set_ylabel(grouping)
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def daily_chart(sat: pd.DataFrame) -> str | None:
+    """Lines: index per dimension by review day."""
+    rows = sat[sat["grouping"] == "day"]
+    if rows["group"].nunique() < 2:
+        return None
+    pivot = rows.pivot(index="group", columns="dimension", values="index").sort_index()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for dim in ("overall", *DIMENSIONS):
+        if dim in pivot:
+            ax.plot(pivot.index, pivot[dim], marker="o", label=dim, linewidth=2 if
+                    dim == "overall" else 1)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("index")
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    ax.legend(fontsize=8, ncol=5, loc="lower center")
+    return _png(fig)

@@ -1,0 +1,58 @@
+"""Training and evaluation sets assembled from the shared corpora, the seed labels and the
+project's own hand-written examples (``data/train_extra/``).
+
+Held-out rows are the ``test`` split of :func:`pipeline.corpora.add_split` (by normalised text,
+so duplicates never straddle splits). Project-written examples are always training data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import data_dir
+from pipeline.corpora import add_split, load_seed_labels, load_sentiment_corpora, shared_dir
+from pipeline.schema import DIMENSIONS
+
+
+def require_shared(explicit: Path | str | None = None) -> Path:
+    """The shared corpora folder, or a clear error telling the user how to point at it."""
+    found = shared_dir(explicit)
+    if found is None:
+        raise FileNotFoundError(
+            "labelled corpora not found: pass --shared DIR or set REVSAT_SHARED_DIR "
+            "(training and evaluation need them; scoring does not)"
+        )
+    return found
+
+
+def sentiment_rows(shared: Path, max_train: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Corpus rows with overall sentiment and a ``split`` column; the training part is
+    subsampled to ``max_train`` rows (held-out rows are never subsampled)."""
+    rows = add_split(load_sentiment_corpora(shared))
+    train = rows[rows["split"] == "train"]
+    if max_train is not None and len(train) > max_train:
+        train = train.sample(n=max_train, random_state=seed)
+    return pd.concat([train, rows[rows["split"] != "train"]], ignore_index=True)
+
+
+def extra_rows() -> pd.DataFrame:
+    """Hand-written labelled examples shipped with the project (training only)."""
+    path = data_dir() / "train_extra" / "reviews.jsonl"
+    if not path.is_file():
+        return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS])
+    with path.open(encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    frame = pd.DataFrame.from_records(records)
+    frame["corpus"] = "revsat_extra"
+    frame["split"] = "train"
+    return frame
+
+
+def dimension_rows(shared: Path, folds: int = 5) -> pd.DataFrame:
+    """Seed-labelled rows (with ``split`` and ``fold``) plus the project's extra examples."""
+    seeds = add_split(load_seed_labels(shared), folds=folds)
+    extra = extra_rows().assign(fold=-1)
+    return pd.concat([seeds, extra], ignore_index=True)

@@ -1,0 +1,174 @@
+"""Turn raw string rows into typed review records, rejecting what cannot be scored.
+
+Policies (also in the README):
+- empty or whitespace-only text -> rejected;
+- a missing id -> ``h-`` + a hash of the file name and the text (stable across re-runs);
+- a review id already seen earlier in the same run -> rejected, naming the first occurrence;
+- an unparseable or out-of-range rating (not 0-5) or date -> the review is scored, the field is
+  set to null and a warning row records the original value (nothing is lost, nothing guessed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.io.readers import Chunk, ColumnMap
+
+
+def content_hash(text: str) -> str:
+    """Hash of a review's text; with the model version it keys incremental scoring."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def fallback_id(source_file: str, text: str) -> str:
+    """Stable id for rows without one: the file's base name and the text, hashed."""
+    digest = hashlib.sha1(f"{Path(source_file).name}\x1f{text}".encode()).hexdigest()
+    return f"h-{digest[:16]}"
+
+
+@dataclass
+class Validated:
+    """Accepted rows, rejected rows and field warnings of one chunk."""
+
+    accepted: pd.DataFrame
+    rejected: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+
+
+class IdRegistry:
+    """Remembers every review id accepted in a run, to reject duplicates across chunks/files."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[str, int]] = {}
+
+    def claim(self, review_id: str, source_file: str, row: int) -> tuple[str, int] | None:
+        """Record ``review_id``; return the earlier (file, row) if it was already taken."""
+        earlier = self._first.get(review_id)
+        if earlier is None:
+            self._first[review_id] = (source_file, row)
+        return earlier
+
+
+def _raw(values: pd.Series) -> str:
+    import json
+
+    return json.dumps(
+        {k: v for k, v in values.items() if k != "source_row"}, ensure_ascii=False, default=str
+    )
+
+
+def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validated:
+    """Validate one raw chunk against ``columns``; duplicates are checked through ``ids``."""
+    rows = chunk.rows
+    rejected = [dict(r, source_file=chunk.source_file) for r in chunk.rejected]
+    warnings: list[dict] = []
+    n = len(rows)
+    text = rows[columns.text] if n else pd.Series([], dtype=object)
+    text = text.map(lambda v: v if isinstance(v, str) else "")
+    keep = text.str.strip().str.len() > 0
+    for idx in rows.index[~keep]:
+        rejected.append(
+            {
+                "source_file": chunk.source_file,
+                "source_row": int(rows.at[idx, "source_row"]),
+                "raw": _raw(rows.loc[idx]),
+                "reason": f"empty text in column {columns.text!r}",
+            }
+        )
+    rows, text = rows[keep], text[keep]
+    if columns.id is not None:
+        given = rows[columns.id].map(lambda v: v.strip() if isinstance(v, str) else "")
+    else:
+        given = pd.Series("", index=rows.index)
+    review_ids = [
+        g or fallback_id(chunk.source_file, t) for g, t in zip(given, text, strict=True)
+    ]
+    keep_rows = []
+    for idx, rid in zip(rows.index, review_ids, strict=True):
+        row_no = int(rows.at[idx, "source_row"])
+        earlier = ids.claim(rid, chunk.source_file, row_no)
+        if earlier is None:
+            keep_rows.append(True)
+            continue
+        keep_rows.append(False)
+        rejected.append(
+            {
+                "source_file": chunk.source_file,
+                "source_row": row_no,
+                "raw": _raw(rows.loc[idx]),
+                "reason": f"duplicate review_id {rid!r}: first seen in {earlier[0]} "
+                f"row {earlier[1]} (first occurrence wins)",
+            }
+        )
+    mask = pd.Series(keep_rows, index=rows.index, dtype=bool)
+    rows, text = rows[mask], text[mask]
+    out = pd.DataFrame(
+        {
+            "review_id": pd.Series(review_ids, index=mask.index)[mask].astype(object),
+            "text": text.astype(object),
+        }
+    )
+    out["rating"] = _typed(rows, columns, "rating", _parse_rating, chunk.source_file, warnings)
+    out["product_id"] = _passthrough(rows, columns, "product_id")
+    out["category"] = _passthrough(rows, columns, "category")
+    out["created_at"] = _typed(
+        rows, columns, "created_at", _parse_date, chunk.source_file, warnings
+    )
+    out["source_file"] = chunk.source_file
+    out["source_row"] = rows["source_row"].astype("int64")
+    out["content_hash"] = out["text"].map(content_hash)
+    return Validated(out.reset_index(drop=True), rejected, warnings)
+
+
+def _passthrough(rows: pd.DataFrame, columns: ColumnMap, name: str) -> pd.Series:
+    col = columns.extras.get(name)
+    if col is None:
+        return pd.Series(None, index=rows.index, dtype=object)
+    return rows[col].map(lambda v: v.strip() or None if isinstance(v, str) else None)
+
+
+def _parse_rating(value: str) -> float | None:
+    rating = float(value)
+    if not 0 <= rating <= 5:
+        raise ValueError("outside 0-5")
+    return rating
+
+
+def _parse_date(value: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    if pd.isna(stamp):
+        raise ValueError("not a date")
+    return stamp
+
+
+def _typed(rows, columns, name, parse, source_file, warnings) -> pd.Series:
+    col = columns.extras.get(name)
+    if col is None:
+        return pd.Series(None, index=rows.index, dtype=object)
+    values = []
+    for idx, raw in rows[col].items():
+        if not isinstance(raw, str) or not raw.strip():
+            values.append(None)
+            continue
+        try:
+            values.append(parse(raw.strip()))
+        except (ValueError, TypeError, OverflowError) as exc:
+            values.append(None)
+            warnings.append(
+                {
+                    "source_file": source_file,
+                    "source_row": int(rows.at[idx, "source_row"]),
+                    "column": col,
+                    "value": raw[:200],
+                    "reason": f"invalid {name} ({exc}); stored as null, review still scored",
+                }
+            )
+    if name == "created_at":
+        return pd.Series(pd.to_datetime(values), index=rows.index, dtype="datetime64[us]")
+    return pd.Series(values, index=rows.index, dtype="float64")
