@@ -8,6 +8,7 @@ transformer. Saved as ``model.json`` + ``weights.npz``: loading never unpickles.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ def _identity(tokens: list[str]) -> list[str]:
 def _ngrams(tokens: Sequence[str]) -> list[str]:
     """Unigrams plus adjacent bigrams (joined with a space so 'not good' stays readable)."""
     grams = list(tokens)
-    grams.extend(f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))
+    grams.extend(f"{a} {b}" for a, b in itertools.pairwise(tokens))
     return grams
 
 

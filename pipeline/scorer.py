@@ -84,8 +84,7 @@ class ScoreRun:
         """Yield the raw chunks of one input; an unreadable file is recorded, not raised."""
         self.inputs.append(str(path))
         try:
-            for chunk in iter_chunks(path, self.settings.chunk_rows):
-                yield chunk
+            yield from iter_chunks(path, self.settings.chunk_rows)
         except (InputError, OSError, UnicodeDecodeError) as exc:
             message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
             self.stats.failed_files[str(path)] = message
