@@ -220,6 +220,12 @@ class ScoreRun:
         published[self.settings.duckdb_name] = db
         return published
 
+    def finish(self) -> dict[str, Path]:
+        """Close, roll up, report and publish in one call (for callers without Prefect)."""
+        self.close_tables()
+        self.report(self.roll_up())
+        return self.publish()
+
     def abort(self) -> None:
         """Drop the staging folder; previous outputs stay as they were."""
         for writer in (self.reviews, self.rejected, self.warnings):

@@ -657,6 +657,14 @@ def _truncate_layers(model: PreTrainedModel, num_layers: int) -> None:
     model.config.num_hidden_layers = num_layers
 
 
+def _portable_tokenizer_class(config_path: Path) -> None:
+    # transformers 5 records "TokenizersBackend", which 4.x cannot resolve; the generic
+    # fast class loads tokenizer.json as-is in both
+    cfg = json.loads(config_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
 def _counted(texts: Iterable[str], counter: list[int]) -> Iterator[str]:
     for t in texts:
         counter[0] += 1
@@ -681,6 +689,9 @@ def convert_base(
     is loaded with ``AutoModel`` / ``AutoTokenizer`` and saved as-is (only ``num_layers``
     applies). Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json
     and ``base_manifest.json`` (written last, so its presence marks a complete directory).
+    Load with ``AutoModel.from_pretrained(dir, add_pooling_layer=False)`` (a plain
+    ``AutoModel`` adds a randomly initialised pooler, unused by mean pooling) and
+    ``AutoTokenizer.from_pretrained(dir)``.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -726,6 +737,8 @@ def convert_base(
     # transformers >= 4.35 (and 5.x, where the flag is gone) save safetensors by default
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if source is None:
+        _portable_tokenizer_class(out / "tokenizer_config.json")
     if not (out / "model.safetensors").is_file():
         raise RuntimeError(f"save_pretrained did not write {out / 'model.safetensors'}")
     manifest.update(

@@ -1,0 +1,163 @@
+"""The multi-task review classifier: a BERT-style encoder, mean pooling, and one linear head
+per output (overall sentiment: 3 classes; each dimension: 4 classes), all in one forward pass.
+
+A model folder holds ``config.json`` (the encoder's), ``model.safetensors`` (encoder and heads),
+the tokenizer files and ``revsat_model.json`` (heads, input prefix, calibration temperatures,
+version). Nothing is unpickled when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+
+HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
+META_FILE = "revsat_model.json"
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average token vectors over the attention mask (how e5 was trained)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + mean pooling + one linear layer producing all heads' logits."""
+
+    def __init__(self, encoder: nn.Module, hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, sum(HEADS.values()))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        logits = self.head(self.dropout(mean_pool(hidden, attention_mask)))
+        out, start = {}, 0
+        for name, size in HEADS.items():
+            out[name] = logits[:, start : start + size]
+            start += size
+        return out
+
+
+def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
+    """A fresh multi-task model on a pretrained base folder (see ``revsat base-model``)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
+    if num_layers is not None and num_layers < encoder.config.num_hidden_layers:
+        encoder.encoder.layer = encoder.encoder.layer[:num_layers]
+        encoder.config.num_hidden_layers = num_layers
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
+
+
+def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict) -> Path:
+    """Write a model folder (safetensors weights, encoder config, tokenizer, metadata)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.config.save_pretrained(directory)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+    tokenizer.save_pretrained(directory)
+    (directory / META_FILE).write_text(
+        json.dumps({"heads": HEADS, **meta}, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return directory
+
+
+def load_model(directory: Path) -> tuple[MultiTaskModel, object, dict]:
+    """Load a model folder written by :func:`save_model` (no network, no pickle)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    config = AutoConfig.from_pretrained(str(directory))
+    encoder = AutoModel.from_config(config, add_pooling_layer=False)
+    model = MultiTaskModel(encoder, config.hidden_size)
+    state = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return model, tokenizer, meta
+
+
+class TransformerClassifier:
+    """Batch inference: sort by length, pad per batch, ``inference_mode``, calibrated softmax."""
+
+    def __init__(self, model: MultiTaskModel, tokenizer, meta: dict, device: str = "cpu",
+                 batch_size: int = 64, max_chars: int = 2000) -> None:
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.device = device
+        self.batch_size = batch_size
+        self.max_chars = max_chars
+        self.max_length = int(meta.get("max_length", 256))
+        self.prefix = meta.get("prefix", "query: ")
+        self.temperatures = {k: float(v) for k, v in meta.get("temperatures", {}).items()}
+        self.version = str(meta.get("version", directory_name(meta)))
+        self.seconds = {"tokenise": 0.0, "model": 0.0}
+
+    @classmethod
+    def load(cls, directory: Path, device: str = "cpu", batch_size: int = 64,
+             max_chars: int = 2000, quantize: bool | None = None) -> TransformerClassifier:
+        model, tokenizer, meta = load_model(directory)
+        if quantize is None:
+            quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
+        if quantize:
+            model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return cls(model, tokenizer, meta, device, batch_size, max_chars)
+
+    def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Uncalibrated logits per head, in input order."""
+        texts = [self.prefix + t[: self.max_chars] for t in texts]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = {name: np.zeros((len(texts), size), np.float32) for name, size in HEADS.items()}
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                t0 = time.perf_counter()
+                enc = self.tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                t1 = time.perf_counter()
+                result = self.model(
+                    enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+                )
+                for name in HEADS:
+                    out[name][idx] = result[name].float().cpu().numpy()
+                self.seconds["tokenise"] += t1 - t0
+                self.seconds["model"] += time.perf_counter() - t1
+        return out
+
+    def predict_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head for raw texts."""
+        return {
+            name: softmax(values / self.temperatures.get(name, 1.0))
+            for name, values in self.logits(texts).items()
+        }
+
+    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self.predict_texts(list(reviews["text_norm"]))
+
+
+def directory_name(meta: dict) -> str:
+    return str(meta.get("name", "transformer"))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

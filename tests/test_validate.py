@@ -1,0 +1,52 @@
+import pandas as pd
+
+from pipeline.io.readers import Chunk, find_columns
+from pipeline.validate import IdRegistry, fallback_id, validate_chunk
+
+
+def chunk(rows: list[dict], name: str = "/data/export.csv") -> Chunk:
+    frame = pd.DataFrame(rows)
+    frame["source_row"] = range(len(frame))
+    return Chunk(name, frame)
+
+
+def test_empty_text_rejected_and_counts_conserved():
+    c = chunk([{"text": "好"}, {"text": "   "}, {"text": ""}, {"text": None}])
+    v = validate_chunk(c, find_columns(["text"]), IdRegistry())
+    assert len(v.accepted) == 1 and len(v.rejected) == 3
+    assert all("empty text" in r["reason"] for r in v.rejected)
+
+
+def test_fallback_ids_are_stable_and_depend_on_file_and_text():
+    a = fallback_id("/x/export.csv", "好评")
+    assert a == fallback_id("/other/dir/export.csv", "好评")  # base name only
+    assert a != fallback_id("/x/export.csv", "差评")
+    assert a != fallback_id("/x/other.csv", "好评")
+
+
+def test_duplicate_ids_across_chunks_first_wins():
+    ids = IdRegistry()
+    cols = find_columns(["id", "text"])
+    first = validate_chunk(chunk([{"id": "7", "text": "a"}], "/f1.csv"), cols, ids)
+    second = validate_chunk(chunk([{"id": "7", "text": "b"}, {"id": "8", "text": "c"}], "/f2.csv"),
+                            cols, ids)
+    assert list(first.accepted["review_id"]) == ["7"]
+    assert list(second.accepted["review_id"]) == ["8"]
+    assert "first seen in /f1.csv row 0" in second.rejected[0]["reason"]
+
+
+def test_invalid_rating_and_date_become_null_with_warning():
+    c = chunk(
+        [
+            {"text": "ok", "rating": "abc", "created_at": "2026-11-02"},
+            {"text": "ok2", "rating": "9", "created_at": "not-a-date"},
+            {"text": "ok3", "rating": "4.5", "created_at": "2026-11-03T10:00:00+08:00"},
+        ]
+    )
+    cols = find_columns(["text", "rating", "created_at"])
+    v = validate_chunk(c, cols, IdRegistry())
+    assert len(v.accepted) == 3 and not v.rejected
+    assert v.accepted["rating"].isna().tolist() == [True, True, False]
+    assert v.accepted["created_at"].iloc[2] == pd.Timestamp("2026-11-03 02:00:00")
+    assert pd.isna(v.accepted["created_at"].iloc[1])
+    assert sorted(w["column"] for w in v.warnings) == ["created_at", "rating", "rating"]
