@@ -130,6 +130,47 @@ def base_model_cmd(
     typer.echo(f"base model written to {path}")
 
 
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="TOML file with a [train] table")] = None,
+    shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
+    base: Annotated[str | None, typer.Option(help="base model folder")] = None,
+    out: Annotated[str | None, typer.Option(help="output model folder")] = None,
+    layers: Annotated[int | None, typer.Option(help="encoder layers to keep")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    sentiment_rows: Annotated[int | None, typer.Option(help="sentiment training rows")] = None,
+) -> None:
+    """Fine-tune the multi-task transformer (Prefect flow train-model) and evaluate it."""
+    _setup_logging(False)
+    from flows.train import load_config, train_model
+    from pipeline.model.evaluate import summary_table
+
+    cfg = load_config(
+        str(config) if config else None, base=base, out=out, num_layers=layers, epochs=epochs,
+        sentiment_rows=sentiment_rows,
+    )
+    results = train_model(cfg, str(shared) if shared else None)
+    typer.echo(summary_table(results).to_string())
+
+
+@app.command()
+def evaluate(
+    models: Annotated[list[str] | None, typer.Argument(help="model names or folders")] = None,
+    shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
+    max_per_corpus: Annotated[int | None, typer.Option(help="cap test rows per corpus")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+) -> None:
+    """Held-out accuracy and macro-F1 per corpus and language, and dimension mention F1 and
+    polarity accuracy, for each model side by side (default: default and baseline)."""
+    _setup_logging(False)
+    from pipeline.model.evaluate import evaluate_models, summary_table
+
+    results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus)
+    typer.echo(summary_table(results).to_string())
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def main() -> None:
     """Entry point of the ``revsat`` console script."""
     app()

@@ -18,7 +18,7 @@ from pipeline.scorer import ScoreRun
 
 
 def test_sample_outputs_follow_the_contract(sample_run):
-    out, record = sample_run
+    out, _record = sample_run
     for name in ("reviews.parquet", "rejected.parquet", "satisfaction.parquet", "report.html",
                  "revsat.duckdb"):
         assert (out / name).is_file(), name

