@@ -28,11 +28,25 @@ def require_shared(explicit: Path | str | None = None) -> Path:
     return found
 
 
-def sentiment_rows(shared: Path, max_train: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Corpus rows with overall sentiment and a ``split`` column; the training part is
-    subsampled to ``max_train`` rows (held-out rows are never subsampled)."""
+def sentiment_rows(
+    shared: Path,
+    max_train: int | None = None,
+    seed: int = 0,
+    corpus_caps: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """Corpus rows with overall sentiment and a ``split`` column.
+
+    The training part is first capped per corpus (``corpus_caps``, so the largest corpus does
+    not drown the others), then subsampled to ``max_train`` rows. Held-out rows are never
+    subsampled.
+    """
     rows = add_split(load_sentiment_corpora(shared))
     train = rows[rows["split"] == "train"]
+    for corpus, cap in (corpus_caps or {}).items():
+        part = train[train["corpus"] == corpus]
+        if len(part) > cap:
+            train = pd.concat([train[train["corpus"] != corpus],
+                               part.sample(n=cap, random_state=seed)])
     if max_train is not None and len(train) > max_train:
         train = train.sample(n=max_train, random_state=seed)
     return pd.concat([train, rows[rows["split"] != "train"]], ignore_index=True)

@@ -338,6 +338,8 @@ def _darts_double_array(keys: Sequence[tuple[bytes, int]]) -> np.ndarray:
         node = queue.popleft()
         pos = pos_of[node]
         labels = ([0] if values[node] is not None else []) + sorted(children[node])
+        if not labels:  # only an empty map leaves the root without children
+            continue
         q = first_free
         while True:
             q = used.find(0, q)  # next free unit (C-speed scan)

@@ -51,7 +51,9 @@ class TrainConfig:
     prefix: str = "query: "
     int8_dynamic: bool = False
     version: str = "revsat-e5s-mt"
-    corpora_weights: dict[str, float] = field(default_factory=dict)
+    corpus_caps: dict[str, int] = field(
+        default_factory=lambda: {"online_shopping_10_cats": 15_000, "womens_clothing": 8_000}
+    )
 
 
 def _label_matrix(frame: pd.DataFrame) -> np.ndarray:
