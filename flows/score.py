@@ -10,24 +10,27 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.classify import load_classifier
 from pipeline.config import Settings
 from pipeline.io.readers import Chunk, expand_inputs
+from pipeline.parts import PartCounts, PartSpec, score_part
 from pipeline.progress import RowProgress
 from pipeline.scorer import ScoreRun
 
-# Tasks receive live objects (open writers, models): never hash or cache them.
+# Tasks receive live objects (runs, chunks): never hash or cache them.
 _TASK = {"cache_policy": NO_CACHE}
 
 
-@task(name="load-model", **_TASK)
-def load_model_task(model: str, settings: Settings):
-    return load_classifier(model, settings)
+@task(name="prepare-run", **_TASK)
+def prepare_run_task(out: str, model: str, settings: Settings, paths: list[Path],
+                     run_date: date | None, text_column: str | None, id_column: str | None,
+                     full: bool) -> ScoreRun:
+    return ScoreRun(Path(out), model, settings, paths, run_date, text_column, id_column, full)
 
 
-@task(name="score-chunk", **_TASK)
-def score_chunk_task(run: ScoreRun, chunk: Chunk) -> int:
-    return run.score_chunk(chunk)
+@task(name="score-part", **_TASK)
+def score_part_task(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec
+                    ) -> PartCounts:
+    return score_part(chunk, file_order, chunk_index, spec)
 
 
 @task(name="roll-up", **_TASK)
@@ -55,23 +58,29 @@ def score_reviews(
     text_column: str | None = None,
     id_column: str | None = None,
     settings: Settings | None = None,
+    full: bool = False,
 ) -> dict:
-    """Score review exports into ``out``; returns the run record (counts, timings, files)."""
+    """Score review exports into ``out``; returns the run record (counts, timings, files).
+
+    ``full`` ignores the score cache (every review goes through the model again).
+    """
     logger = get_run_logger()
     settings = settings or Settings(model=model)
     paths = expand_inputs(inputs)
-    classifier = load_model_task(model, settings)
-    run = ScoreRun(Path(out), classifier, settings, run_date, text_column, id_column)
-    logger.info("run %s: %d input file(s), model %s", run.run_id, len(paths), classifier.version)
+    run = prepare_run_task(out, model, settings, paths, run_date, text_column, id_column, full)
+    logger.info("run %s (key %s): %d input file(s), model %s", run.run_id, run.run_key,
+                len(paths), run.classifier.version)
     try:
         with RowProgress(settings.progress) as progress:
             for path in paths:
-                for chunk in run.chunks(path):
-                    scored = score_chunk_task(run, chunk)
-                    progress.update(len(chunk.rows) + len(chunk.rejected), scored, path.name)
+                for chunk, order, index in run.chunks(path):
+                    counts = score_part_task(chunk, order, index, run.spec)
+                    run.add(counts)
+                    progress.update(counts.rows_in, counts.scored, path.name)
         sat = roll_up_task(run)
         report_task(run, sat)
         files = publish_task(run)
+        run.update_cache_and_clean()
     except BaseException:
         run.abort()
         raise

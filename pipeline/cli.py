@@ -46,6 +46,9 @@ def score(
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
+    full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
+        False
+    ),
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -71,7 +74,7 @@ def score(
     try:
         record = score_reviews(
             inputs, str(out), model=model, run_date=parsed_date,
-            text_column=text_column, id_column=id_column, settings=settings,
+            text_column=text_column, id_column=id_column, settings=settings, full=full,
         )
     except (InputError, ModelNotFound) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

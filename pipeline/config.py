@@ -57,6 +57,34 @@ class Settings(BaseSettings):
     min_mentions: int = Field(
         30, ge=0, description="groups with fewer mentions are flagged low_confidence"
     )
+    composite_weights: dict[str, float] | None = Field(
+        None,
+        description="fixed weights of the composite index per dimension (normalised to sum 1); "
+        "default: found by driver analysis",
+    )
+    driver_alpha: float = Field(1.0, ge=0, description="ridge penalty of the driver regression")
+    driver_min_mentions: int = Field(
+        30, ge=0, description="each dimension needs this many mentions, else equal weights"
+    )
+    driver_min_reviews: int = Field(
+        200, ge=0, description="the driver regression needs this many reviews, else equal weights"
+    )
+    trend_window: int = Field(7, gt=0, description="previous run dates in the trailing window")
+    alert_drop: float = Field(
+        5.0, ge=0, description="index points a group's index must fall by to raise an alert"
+    )
+    alert_complaint_rise: float = Field(
+        0.03, ge=0, description="absolute rise in complaint rate (0.03 = 3 points) that alerts"
+    )
+    alert_alpha: float = Field(
+        0.01, gt=0, lt=1, description="false-discovery rate (Benjamini-Hochberg) of alert tests"
+    )
+    alert_groupings: list[str] = Field(
+        ["all", "category", "product_id", "lang"],
+        description="groupings compared across runs for trends and alerts",
+    )
+    fail_on_alerts: bool = Field(False, description="CLI exits 3 when the run raised alerts")
+    top_terms: int = Field(10, gt=0, description="complaint terms listed per dimension")
     progress: bool = Field(True, description="show progress bars on stderr")
 
     @classmethod

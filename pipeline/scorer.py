@@ -3,33 +3,52 @@ and publication. The Prefect flow in ``flows/score.py`` calls these steps as tas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline import __version__
-from pipeline.classify import Classifier, label_columns
+from pipeline import __version__, history
+from pipeline.classify import resolve_model
 from pipeline.config import Settings
-from pipeline.io.readers import Chunk, InputError, find_columns, iter_chunks
+from pipeline.drivers import DriverWeights, driver_weights
+from pipeline.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms
+from pipeline.io.readers import Chunk, InputError, iter_chunks
 from pipeline.io.writers import Staging, publish_duckdb, write_parquet
-from pipeline.preprocess import preprocess
-from pipeline.report import render_report
-from pipeline.schema import (
-    DIMENSIONS,
-    REJECTED_SCHEMA,
-    REVIEWS_SCHEMA,
-    WARNINGS_SCHEMA,
+from pipeline.parts import (
+    PartCounts,
+    PartSpec,
+    _classifier,
+    file_digest,
+    merge_parts,
+    score_part,
+    write_cache,
 )
-from pipeline.scoring import count_mentions, satisfaction_table
-from pipeline.validate import IdRegistry, validate_chunk
+from pipeline.report import render_report
+from pipeline.schema import DIMENSIONS
+from pipeline.scoring import count_mentions, satisfaction_table, with_composite
 
 log = logging.getLogger("revsat")
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:  # missing or unreadable: the chunk reader reports it properly
+        return None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 class ConservationError(RuntimeError):
@@ -44,6 +63,8 @@ class RunStats:
     rows_scored: int = 0
     rows_rejected: int = 0
     warnings: int = 0
+    cached: int = 0  # reviews whose predictions came from the score cache
+    parts_reused: int = 0  # chunks finished by an earlier, interrupted run
     failed_files: dict[str, str] = field(default_factory=dict)
     encodings: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -53,85 +74,89 @@ class RunStats:
 
 
 class ScoreRun:
-    """State of one run: staging folder, table writers, id registry and counts."""
+    """State of one run: its inputs, run key, parts folder, staging folder and counts.
+
+    Chunks are scored into *parts* (see :mod:`pipeline.parts`) under
+    ``OUT/.revsat/parts/<run key>/``; the run key covers the inputs' bytes, the model and the
+    options that change results, so a run killed part-way is resumed by the next identical run.
+    """
 
     def __init__(
         self,
         out_dir: Path,
-        classifier: Classifier,
+        model: str,
         settings: Settings,
+        inputs: list[Path],
         run_date: date | None = None,
         text_column: str | None = None,
         id_column: str | None = None,
+        full: bool = False,
     ) -> None:
         self.out_dir = out_dir.resolve()
-        self.classifier = classifier
         self.settings = settings
+        self.model_path = str(resolve_model(model))
+        model_settings = settings.model_dump(include={"device", "batch_size", "max_chars"})
+        self.classifier = _classifier(self.model_path, json.dumps(model_settings, sort_keys=True))
         self.run_id = uuid.uuid4().hex[:12]
         self.run_date = run_date or date.today()
         self.started = datetime.now(UTC)
         self.text_column = text_column
         self.id_column = id_column
         self.stats = RunStats()
-        self.inputs: list[str] = []
-        self.ids = IdRegistry()
+        self.input_paths = [Path(p) for p in inputs]
+        self.inputs = [str(p) for p in self.input_paths]
+        self.digests = {str(p): _digest_or_none(p) for p in self.input_paths}
+        key = json.dumps(
+            [self.model_path, self.classifier.version, settings.chunk_rows, settings.max_chars,
+             text_column, id_column, sorted(self.digests.items())]
+        )
+        self.run_key = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.work_dir = self.out_dir / ".revsat"
+        self.parts_dir = self.work_dir / "parts" / self.run_key
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = self.work_dir / "cache" / _safe(
+            f"{self.classifier.version}-mc{settings.max_chars}"
+        )
+        self.spec = PartSpec(
+            parts_dir=str(self.parts_dir),
+            model_path=self.model_path,
+            settings=model_settings,
+            run_id=self.run_id,
+            text_column=text_column,
+            id_column=id_column,
+            cache_dir=None if full else str(self.cache_dir),
+        )
         self.staging = Staging(self.out_dir, self.run_id)
-        self.reviews = self.staging.writer("reviews.parquet", REVIEWS_SCHEMA)
-        self.rejected = self.staging.writer("rejected.parquet", REJECTED_SCHEMA)
-        self.warnings = self.staging.writer("warnings.parquet", WARNINGS_SCHEMA)
 
-    def chunks(self, path: Path):
-        """Yield the raw chunks of one input; an unreadable file is recorded, not raised."""
-        self.inputs.append(str(path))
+    def chunks(self, path: Path) -> Iterator[tuple[Chunk, int, int]]:
+        """Yield ``(chunk, file_order, chunk_index)`` for one input; an unreadable file is
+        recorded in ``stats.failed_files``, not raised."""
+        order = self.inputs.index(str(path))
         try:
-            yield from iter_chunks(path, self.settings.chunk_rows)
+            for index, chunk in enumerate(iter_chunks(path, self.settings.chunk_rows)):
+                yield chunk, order, index
         except (InputError, OSError, UnicodeDecodeError) as exc:
             message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
             self.stats.failed_files[str(path)] = message
             log.error("input failed: %s", message)
 
-    def score_chunk(self, chunk: Chunk) -> int:
-        """Validate, preprocess, classify and stage one chunk; returns rows scored."""
-        self.stats.rows_in += len(chunk.rows) + len(chunk.rejected)
-        t0 = time.perf_counter()
-        if chunk.rows.empty:
-            valid_rows, rejected, warnings = pd.DataFrame(), [
-                dict(r, source_file=chunk.source_file) for r in chunk.rejected
-            ], []
-        else:
-            columns = find_columns(
-                [c for c in chunk.rows.columns if c != "source_row"],
-                self.text_column, self.id_column,
-            )
-            validated = validate_chunk(chunk, columns, self.ids)
-            valid_rows, rejected, warnings = (
-                validated.accepted, validated.rejected, validated.warnings,
-            )
-        t1 = time.perf_counter()
-        self.stats.add_time("validate", t1 - t0)
-        if not valid_rows.empty:
-            prepared = preprocess(valid_rows)
-            t2 = time.perf_counter()
-            self.stats.add_time("preprocess", t2 - t1)
-            labels = label_columns(self.classifier.predict_batch(prepared))
-            t3 = time.perf_counter()
-            self.stats.add_time("classify", t3 - t2)
-            scored = pd.concat([prepared.reset_index(drop=True), labels], axis=1)
-            scored["model_version"] = self.classifier.version
-            scored["run_id"] = self.run_id
-            self.reviews.append(scored)
-            self.stats.add_time("write", time.perf_counter() - t3)
-        self._stage_rejected(rejected, warnings)
-        self.stats.rows_scored += len(valid_rows)
-        return len(valid_rows)
+    def add(self, counts: PartCounts) -> None:
+        """Account for one finished part."""
+        s = self.stats
+        s.rows_in += counts.rows_in
+        s.rows_scored += counts.scored
+        s.rows_rejected += counts.rejected
+        s.warnings += counts.warnings
+        s.cached += counts.cached
+        s.parts_reused += int(counts.reused)
+        for stage, seconds in counts.seconds.items():
+            s.add_time(stage, seconds)
 
-    def _stage_rejected(self, rejected: list[dict], warnings: list[dict]) -> None:
-        if rejected:
-            self.rejected.append(pd.DataFrame(rejected).assign(run_id=self.run_id))
-            self.stats.rows_rejected += len(rejected)
-        if warnings:
-            self.warnings.append(pd.DataFrame(warnings).assign(run_id=self.run_id))
-            self.stats.warnings += len(warnings)
+    def score_chunk(self, chunk: Chunk, file_order: int, chunk_index: int) -> int:
+        """Score one chunk in this process; returns the rows it accepted for scoring."""
+        counts = score_part(chunk, file_order, chunk_index, self.spec)
+        self.add(counts)
+        return counts.scored
 
     def check_conservation(self) -> None:
         """Raise :class:`ConservationError` unless every row read was scored or rejected."""
@@ -142,23 +167,70 @@ class ScoreRun:
             )
 
     def close_tables(self) -> None:
-        for writer in (self.reviews, self.rejected, self.warnings):
-            writer.close()
+        """Merge the parts into the staged tables and check conservation on the result."""
+        t0 = time.perf_counter()
         self.check_conservation()
+        counts = merge_parts(self.parts_dir, self.staging.dir, self.inputs, self.run_id)
+        self.stats.rows_scored = counts["reviews.parquet"]
+        self.stats.rows_rejected = counts["rejected.parquet"]
+        self.stats.warnings = counts["warnings.parquet"]
+        self.check_conservation()
+        self.stats.add_time("merge", time.perf_counter() - t0)
+
+    #: Set by :meth:`roll_up` and :meth:`compare_history` (None before they ran).
+    drivers: DriverWeights | None = None
+    alerts: pd.DataFrame | None = None
+
+    @property
+    def db_path(self) -> Path:
+        """The DuckDB file in ``--out`` (holds the history of earlier runs)."""
+        return self.out_dir / self.settings.duckdb_name
 
     def roll_up(self) -> pd.DataFrame:
-        """Compute and stage ``satisfaction.parquet`` from the staged reviews."""
+        """Stage ``satisfaction.parquet`` (with the ``composite`` rows) and ``drivers.parquet``
+        from the staged reviews."""
         t0 = time.perf_counter()
+        reviews = self.staging.path("reviews.parquet")
+        s = self.settings
         sat = satisfaction_table(
-            count_mentions(self.staging.path("reviews.parquet")),
-            prior_strength=self.settings.prior_strength,
-            min_mentions=self.settings.min_mentions,
+            count_mentions(reviews), prior_strength=s.prior_strength, min_mentions=s.min_mentions
         )
+        self.drivers = driver_weights(reviews, s.composite_weights, s.driver_alpha,
+                                      s.driver_min_mentions, s.driver_min_reviews)
+        sat = with_composite(sat, self.drivers.weights, s.min_mentions)
         sat["run_id"] = self.run_id
         sat["run_date"] = pd.Timestamp(self.run_date)
         write_parquet(sat, self.staging.path("satisfaction.parquet"))
+        drivers = self.drivers.table().assign(run_id=self.run_id, run_date=self.run_date)
+        write_parquet(drivers, self.staging.path("drivers.parquet"))
         self.stats.add_time("roll_up", time.perf_counter() - t0)
         return sat
+
+    def compare_history(self, sat: pd.DataFrame) -> pd.DataFrame:
+        """Stage ``trends.parquet`` and ``alerts.parquet`` against earlier runs in the DuckDB
+        file; returns the alerts."""
+        t0 = time.perf_counter()
+        s = self.settings
+        past = history.load_history(self.db_path, self.run_date)
+        trend = history.trends(sat, past, self.run_date, self.run_id, s.trend_window,
+                               s.alert_groupings)
+        self.alerts = history.alerts(trend, s.alert_drop, s.alert_complaint_rise, s.alert_alpha)
+        write_parquet(history.to_arrow(trend, history.TRENDS_SCHEMA).to_pandas(),
+                      self.staging.path("trends.parquet"), history.TRENDS_SCHEMA)
+        write_parquet(history.to_arrow(self.alerts, history.ALERTS_SCHEMA).to_pandas(),
+                      self.staging.path("alerts.parquet"), history.ALERTS_SCHEMA)
+        self.stats.add_time("history", time.perf_counter() - t0)
+        return self.alerts
+
+    def find_evidence(self) -> pd.DataFrame:
+        """Stage ``complaint_terms.parquet``: top complaint terms per dimension with examples."""
+        t0 = time.perf_counter()
+        terms = complaint_terms(self.staging.path("reviews.parquet"), self.run_id,
+                                self.run_date, top_n=self.settings.top_terms)
+        write_parquet(history.to_arrow(terms, COMPLAINT_TERMS_SCHEMA).to_pandas(),
+                      self.staging.path("complaint_terms.parquet"), COMPLAINT_TERMS_SCHEMA)
+        self.stats.add_time("evidence", time.perf_counter() - t0)
+        return terms
 
     def run_record(self) -> dict:
         """The run's metadata and counts (the ``runs`` table row and the report header)."""
@@ -179,6 +251,9 @@ class ScoreRun:
             "seconds": {k: round(v, 3) for k, v in s.seconds.items()},
             "prior_strength": self.settings.prior_strength,
             "min_mentions": self.settings.min_mentions,
+            "composite_weights": self.drivers.weights if self.drivers else None,
+            "driver_method": self.drivers.method if self.drivers else None,
+            "alerts": 0 if self.alerts is None else len(self.alerts),
         }
 
     def report(self, sat: pd.DataFrame) -> Path:
@@ -189,8 +264,14 @@ class ScoreRun:
         )
         negative_any = reviews[(reviews[list(DIMENSIONS)] == "negative").any(axis=1)]
         rejected = pd.read_parquet(self.staging.path("rejected.parquet"), columns=["reason"])
+        staged = {name: pd.read_parquet(self.staging.path(f"{name}.parquet"))
+                  for name in ("drivers", "trends", "alerts", "complaint_terms")
+                  if self.staging.path(f"{name}.parquet").is_file()}
+        past = history.load_history(self.db_path, self.run_date)
         path = render_report(
-            self.staging.path("report.html"), self.run_record(), sat, negative_any, rejected
+            self.staging.path("report.html"), self.run_record(), sat, negative_any, rejected,
+            drivers=staged.get("drivers"), trends=staged.get("trends"),
+            alerts=staged.get("alerts"), terms=staged.get("complaint_terms"), history=past,
         )
         self.stats.add_time("report", time.perf_counter() - t0)
         return path
@@ -198,23 +279,32 @@ class ScoreRun:
     def publish(self) -> dict[str, Path]:
         """Move the staged files into ``--out`` and load them into the DuckDB file."""
         names = ["reviews.parquet", "rejected.parquet", "warnings.parquet",
-                 "satisfaction.parquet", "report.html"]
+                 "satisfaction.parquet", "drivers.parquet", "trends.parquet",
+                 "alerts.parquet", "complaint_terms.parquet", "report.html"]
         published = self.staging.publish(names)
         record = self.run_record()
         runs_path = self.staging.path("run.parquet")
         write_parquet(
             pd.DataFrame([{**record, "inputs": json.dumps(record["inputs"]),
                            "failed_files": json.dumps(record["failed_files"]),
-                           "seconds": json.dumps(record["seconds"])}]),
+                           "seconds": json.dumps(record["seconds"]),
+                           "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,
         )
-        db = self.out_dir / self.settings.duckdb_name
+        db = self.db_path
         publish_duckdb(
             db,
             {name.removesuffix(".parquet"): path for name, path in published.items()
              if name.endswith(".parquet")},
         )
         _append_run(db, runs_path)
+        history.append_history(db, self.run_date, {
+            "history_satisfaction": published["satisfaction.parquet"],
+            "history_drivers": published["drivers.parquet"],
+            "history_alerts": published["alerts.parquet"],
+            "history_complaint_terms": published["complaint_terms.parquet"],
+            "history_runs": history.run_row(record, self._overall_indices()),
+        })
         (self.out_dir / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         self.staging.cleanup()
         published[self.settings.duckdb_name] = db
@@ -223,23 +313,35 @@ class ScoreRun:
     def finish(self) -> dict[str, Path]:
         """Close, roll up, report and publish in one call (for callers without Prefect)."""
         self.close_tables()
-        self.report(self.roll_up())
+        sat = self.roll_up()
+        self.compare_history(sat)
+        self.find_evidence()
+        self.report(sat)
         return self.publish()
 
+    def _overall_indices(self) -> dict[str, float]:
+        """Index of every dimension over all reviews, from the staged satisfaction table."""
+        sat = pd.read_parquet(self.out_dir / "satisfaction.parquet",
+                              columns=["grouping", "dimension", "index"])
+        return dict(sat[sat["grouping"] == "all"].set_index("dimension")["index"])
+
     def abort(self) -> None:
-        """Drop the staging folder; previous outputs stay as they were."""
-        for writer in (self.reviews, self.rejected, self.warnings):
-            writer.close()
+        """Drop the staging folder; previous outputs stay as they were and finished parts
+        stay for the next run to reuse."""
         self.staging.cleanup()
+
+    def update_cache_and_clean(self) -> None:
+        """After a successful publish: remember this run's predictions for incremental runs
+        and delete the parts (they are no longer needed to resume)."""
+        reviews = self.out_dir / "reviews.parquet"
+        if reviews.is_file() and self.stats.rows_scored:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            write_cache(reviews, self.cache_dir / f"{self.run_id}.parquet",
+                        self.classifier.version)
+        shutil.rmtree(self.work_dir / "parts", ignore_errors=True)
 
 
 def _append_run(db: Path, run_parquet: Path) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(db))
-    try:
-        src = "read_parquet('" + str(run_parquet).replace("'", "''") + "')"
-        con.execute(f"CREATE TABLE IF NOT EXISTS runs AS SELECT * FROM {src} LIMIT 0")
-        con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {src}")
-    finally:
-        con.close()
+    """Append the run to the ``runs`` log (every execution, re-runs included); columns added
+    by newer versions are added to an older table."""
+    history.append_log(db, "runs", run_parquet)

@@ -14,6 +14,8 @@ import pandas as pd
 from pipeline.schema import DIMENSIONS
 
 _COLOURS = {"positive": "#2e7d32", "neutral": "#9e9e9e", "negative": "#c62828"}
+#: Display order of the index rows: the composite first, then overall sentiment, then dimensions.
+ORDER = ("composite", "overall", *DIMENSIONS)
 
 
 def _png(fig) -> str:
@@ -24,13 +26,14 @@ def _png(fig) -> str:
 
 
 def index_chart(sat: pd.DataFrame) -> str:
-    """Horizontal bars: index per dimension (and overall) over all reviews, with 95 % CI."""
+    """Horizontal bars: composite, overall and dimension indices over all reviews, 95 % CI."""
     rows = sat[sat["grouping"] == "all"].set_index("dimension")
-    order = [d for d in ("overall", *DIMENSIONS) if d in rows.index]
+    order = [d for d in ORDER if d in rows.index]
     rows = rows.loc[order]
     fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(order) + 1))
     err = [rows["index"] - rows["index_low"], rows["index_high"] - rows["index"]]
-    ax.barh(order, rows["index"], xerr=err, color="#1565c0", capsize=4)
+    colours = ["#0d47a1" if d == "composite" else "#1565c0" for d in order]
+    ax.barh(order, rows["index"], xerr=err, color=colours, capsize=4)
     for y, (value, n) in enumerate(zip(rows["index"], rows["mentions"], strict=True)):
         ax.text(min(value + 3, 92), y, f"{value:.0f}  (n={n})", va="center", fontsize=9)
     ax.set_xlim(0, 100)
@@ -70,19 +73,56 @@ def complaint_chart(sat: pd.DataFrame, grouping: str = "category") -> str | None
     return _png(fig)
 
 
-def daily_chart(sat: pd.DataFrame) -> str | None:
-    """Lines: index per dimension by review day."""
-    rows = sat[sat["grouping"] == "day"]
+def _index_lines(pivot: pd.DataFrame, xlabel: str | None = None):
+    """Lines of index per dimension over ``pivot``'s index (composite drawn thickest)."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for dim in ORDER:
+        if dim in pivot:
+            ax.plot(pivot.index, pivot[dim], marker="o", label=dim,
+                    linewidth=2.6 if dim == "composite" else 1.2)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("index")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    ax.legend(fontsize=8, ncol=6, loc="lower center")
+    return fig, ax
+
+
+def daily_chart(sat: pd.DataFrame, grouping: str = "day") -> str | None:
+    """Lines: index per dimension by review day (or ``week``); None with fewer than 2 groups."""
+    rows = sat[sat["grouping"] == grouping]
     if rows["group"].nunique() < 2:
         return None
     pivot = rows.pivot(index="group", columns="dimension", values="index").sort_index()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for dim in ("overall", *DIMENSIONS):
-        if dim in pivot:
-            ax.plot(pivot.index, pivot[dim], marker="o", label=dim, linewidth=2 if
-                    dim == "overall" else 1)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("index")
-    ax.tick_params(axis="x", rotation=45, labelsize=8)
-    ax.legend(fontsize=8, ncol=5, loc="lower center")
+    fig, _ax = _index_lines(pivot, f"review {grouping}")
+    return _png(fig)
+
+
+def trend_chart(runs: pd.DataFrame) -> str:
+    """Lines: index per dimension over all reviews, one point per run date.
+
+    ``runs`` holds ``all``-group satisfaction rows of several runs (``run_date``, ``dimension``,
+    ``index``, ``index_low``, ``index_high``); the composite's 95 % interval is shaded.
+    """
+    rows = runs.assign(run_date=pd.to_datetime(runs["run_date"]).dt.strftime("%Y-%m-%d"))
+    pivot = rows.pivot_table(index="run_date", columns="dimension", values="index").sort_index()
+    fig, ax = _index_lines(pivot, "run date")
+    comp = rows[rows["dimension"] == "composite"].set_index("run_date").sort_index()
+    if not comp.empty:
+        ax.fill_between(comp.index, comp["index_low"], comp["index_high"], alpha=0.15,
+                        color="C0", label="_composite 95 %")
+    return _png(fig)
+
+
+def drivers_chart(drivers: pd.DataFrame) -> str:
+    """Bars: composite weight per dimension."""
+    rows = drivers.set_index("dimension").reindex(list(DIMENSIONS)).fillna(0)
+    fig, ax = plt.subplots(figsize=(6.5, 2.4))
+    ax.barh(rows.index, rows["weight"], color="#6a1b9a")
+    for y, w in enumerate(rows["weight"]):
+        ax.text(w + 0.01, y, f"{w:.2f}", va="center", fontsize=9)
+    ax.set_xlim(0, max(1.0, float(rows["weight"].max()) + 0.1))
+    ax.invert_yaxis()
+    ax.set_xlabel("weight in the composite index")
     return _png(fig)

@@ -24,36 +24,93 @@ def render_report(
     satisfaction: pd.DataFrame,
     reviews_sample: pd.DataFrame,
     rejected: pd.DataFrame,
+    *,
+    drivers: pd.DataFrame | None = None,
+    trends: pd.DataFrame | None = None,
+    alerts: pd.DataFrame | None = None,
+    terms: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    max_products: int = 20,
 ) -> Path:
     """Write the report for one run to ``path``.
 
-    ``run`` holds the run's metadata and counts, ``reviews_sample`` a few negative reviews per
-    dimension to show as examples, ``rejected`` the rejected rows (reason counts are shown).
+    ``run`` holds the run's metadata and counts, ``reviews_sample`` negative reviews to quote
+    for a dimension without complaint terms, ``rejected`` the rejected rows (reason counts are
+    shown). The keyword tables are the run's ``drivers``, ``trends``, ``alerts`` and
+    ``complaint_terms`` and the ``history_satisfaction`` rows of earlier runs; each section is
+    shown with an explanatory note when its table is missing or empty.
     """
     overview = satisfaction[satisfaction["grouping"] == "all"].set_index("dimension")
-    overview = overview.reindex([d for d in ("overall", *DIMENSIONS) if d in overview.index])
+    overview = overview.reindex([d for d in charts.ORDER if d in overview.index])
+    composite = overview.loc["composite"].to_dict() if "composite" in overview.index else None
+    terms = terms if terms is not None else pd.DataFrame()
+    term_groups = {
+        dim: terms[terms["dimension"] == dim].sort_values("rank").to_dict("records")
+        if not terms.empty else []
+        for dim in DIMENSIONS
+    }
     examples = {
         dim: reviews_sample[reviews_sample[dim] == "negative"]["text"].head(3).tolist()
         for dim in DIMENSIONS
-        if dim in reviews_sample
+        if dim in reviews_sample and not term_groups[dim]
     }
     reasons = (
         rejected["reason"].str.replace(r"'[^']*'", "…", regex=True).value_counts().head(10)
         if not rejected.empty else pd.Series(dtype=int)
     )
+    runs = _run_series(satisfaction, history)
+    trend_rows = (
+        trends[trends["grouping"] == "all"].set_index("dimension")
+        .reindex([d for d in charts.ORDER if d in set(trends["dimension"])])
+        .reset_index().to_dict("records")
+        if trends is not None and not trends.empty else []
+    )
     html = _environment().get_template("report.html.j2").render(
         run=run,
+        composite=composite,
         overview=overview.reset_index().to_dict("records"),
         charts={
             "index": charts.index_chart(satisfaction),
             "polarity": charts.polarity_chart(satisfaction),
             "category": charts.complaint_chart(satisfaction, "category"),
-            "daily": charts.daily_chart(satisfaction),
+            "daily": charts.daily_chart(satisfaction, "day"),
+            "weekly": charts.daily_chart(satisfaction, "week"),
+            "trend": charts.trend_chart(runs),
+            "drivers": charts.drivers_chart(drivers) if drivers is not None else None,
         },
+        drivers=drivers.to_dict("records") if drivers is not None else [],
+        driver_info=drivers.iloc[0].to_dict() if drivers is not None and len(drivers) else None,
+        alerts=alerts.to_dict("records") if alerts is not None else [],
+        trend_rows=trend_rows,
+        run_dates=sorted(pd.to_datetime(runs["run_date"]).dt.strftime("%Y-%m-%d").unique()),
+        terms=term_groups,
         examples=examples,
         reasons=list(reasons.items()),
-        groups=satisfaction[satisfaction["grouping"].isin(["product_id", "category"])]
-        .sort_values(["grouping", "group", "dimension"]).to_dict("records"),
+        groups=_group_rows(satisfaction, max_products),
+        max_products=max_products,
     )
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def _run_series(satisfaction: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """``all``-group rows of earlier runs plus this run, one per run date and dimension."""
+    cols = ["run_date", "dimension", "index", "index_low", "index_high"]
+    current = satisfaction[satisfaction["grouping"] == "all"][cols]
+    if history is None or history.empty:
+        return current
+    past = history[history["grouping"] == "all"][cols]
+    return pd.concat([past, current], ignore_index=True)
+
+
+def _group_rows(satisfaction: pd.DataFrame, max_products: int) -> list[dict]:
+    """Category rows, and the ``max_products`` products with the lowest composite index."""
+    cats = satisfaction[satisfaction["grouping"] == "category"]
+    prods = satisfaction[satisfaction["grouping"] == "product_id"]
+    key = "composite" if "composite" in set(prods["dimension"]) else "overall"
+    worst = (prods[prods["dimension"] == key].nsmallest(max_products, "index")["group"])
+    prods = prods[prods["group"].isin(set(worst))]
+    order = {g: i for i, g in enumerate(worst)}
+    prods = prods.assign(_o=prods["group"].map(order)).sort_values(["_o", "dimension"])
+    rows = pd.concat([cats.sort_values(["group", "dimension"]), prods.drop(columns="_o")])
+    return rows.to_dict("records")

