@@ -1,16 +1,20 @@
 """Prefect flow ``score-reviews``: read -> validate -> normalise -> segment -> classify ->
-write -> roll up -> report. Thin: every step is a call into ``pipeline``."""
+write -> roll up (indices, driver weights) -> trends and alerts -> complaint terms -> report ->
+publish. Thin: every step is a call into ``pipeline``."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import Settings
+from pipeline.drivers import DriverWeights
+from pipeline.history import AlertsRaised
 from pipeline.io.readers import Chunk, expand_inputs
 from pipeline.parts import PartCounts, PartSpec, score_part
 from pipeline.progress import RowProgress
@@ -37,6 +41,16 @@ def score_part_task(chunk: Chunk, file_order: int, chunk_index: int, spec: PartS
 def roll_up_task(run: ScoreRun):
     run.close_tables()
     return run.roll_up()
+
+
+@task(name="trends-alerts", **_TASK)
+def history_task(run: ScoreRun, sat) -> pd.DataFrame:
+    return run.compare_history(sat)
+
+
+@task(name="complaint-terms", **_TASK)
+def evidence_task(run: ScoreRun) -> pd.DataFrame:
+    return run.find_evidence()
 
 
 @task(name="report", **_TASK)
@@ -78,6 +92,8 @@ def score_reviews(
                     run.add(counts)
                     progress.update(counts.rows_in, counts.scored, path.name)
         sat = roll_up_task(run)
+        alerts = history_task(run, sat)
+        terms = evidence_task(run)
         report_task(run, sat)
         files = publish_task(run)
         run.update_cache_and_clean()
@@ -86,27 +102,59 @@ def score_reviews(
         raise
     record = run.run_record()
     record["files"] = files
-    _artifacts(record, sat)
+    _artifacts(record, sat, alerts, terms, run.drivers)
     for path, error in record["failed_files"].items():
         logger.error("failed input %s: %s", path, error)
+    for message in alerts["message"].head(20):
+        logger.warning("alert: %s", message)
+    if settings.fail_on_alerts and len(alerts):
+        # After publishing: the outputs are in place, only the flow run's state is Failed.
+        raise AlertsRaised(record)
     return record
 
 
-def _artifacts(record: dict, sat) -> None:
-    """Prefect artifacts a UI user sees for the run."""
+def _artifacts(record: dict, sat: pd.DataFrame, alerts: pd.DataFrame, terms: pd.DataFrame,
+               drivers: DriverWeights | None) -> None:
+    """Prefect artifacts a UI user sees for the run: indices, alerts, driver weights and a
+    markdown summary."""
     overall = sat[sat["grouping"] == "all"][
         ["dimension", "index", "index_low", "index_high", "mentions", "complaint_rate"]
     ].round(3)
     create_table_artifact(
         key="satisfaction-indices", table=overall.to_dict("records"),
-        description=f"Satisfaction indices, run {record['run_id']}",
+        description=f"Satisfaction indices, run {record['run_id']} ({record['run_date']})",
     )
-    create_markdown_artifact(
-        key="run-summary",
-        markdown=(
-            f"### Run {record['run_id']} ({record['run_date']})\n"
-            f"- rows read: {record['rows_in']}\n- scored: {record['rows_scored']}\n"
-            f"- rejected: {record['rows_rejected']}\n- model: {record['model_version']}\n"
-            f"- failed files: {len(record['failed_files'])}\n"
-        ),
-    )
+    if len(alerts):
+        cols = ["kind", "grouping", "group", "dimension", "previous", "current", "change",
+                "q_value", "message"]
+        create_table_artifact(
+            key="alerts", table=alerts[cols].head(200).round(4).to_dict("records"),
+            description=f"{len(alerts)} alert(s), run {record['run_id']} ({record['run_date']})",
+        )
+    else:
+        create_markdown_artifact(key="alerts", markdown=f"No alerts for {record['run_date']}.")
+    if drivers is not None:
+        create_table_artifact(
+            key="driver-weights",
+            table=drivers.table()[["dimension", "weight", "coefficient", "mentions"]]
+            .round(4).to_dict("records"),
+            description=f"Composite weights ({drivers.method}): {drivers.reason}",
+        )
+    comp = sat[(sat["grouping"] == "all") & (sat["dimension"] == "composite")]
+    lines = [
+        f"### Run {record['run_id']} ({record['run_date']})",
+        f"- rows read: {record['rows_in']}", f"- scored: {record['rows_scored']}",
+        f"- rejected: {record['rows_rejected']}", f"- model: {record['model_version']}",
+        f"- failed files: {len(record['failed_files'])}",
+    ]
+    if len(comp):
+        c = comp.iloc[0]
+        lines.append(f"- composite index: {c['index']:.1f} "
+                     f"({c['index_low']:.1f}-{c['index_high']:.1f})")
+    lines.append(f"- alerts: {len(alerts)}")
+    lines += [f"  - {m}" for m in alerts["message"].head(10)]
+    if len(terms):
+        lines.append("\n**Top complaint terms**\n")
+        for dim, rows in terms.groupby("dimension", sort=False):
+            lines.append(f"- {dim}: " + ", ".join(rows.sort_values("rank")["term"].head(5)))
+    create_markdown_artifact(key="run-summary", markdown="\n".join(lines) + "\n")

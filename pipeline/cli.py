@@ -49,11 +49,18 @@ def score(
     full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
         False
     ),
+    fail_on_alerts: Annotated[
+        bool | None,
+        typer.Option("--fail-on-alerts/--no-fail-on-alerts",
+                     help="exit 3 (after writing outputs) when the run raised alerts"),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Score review exports: writes reviews, rejected, warnings and satisfaction tables, a
-    DuckDB database and report.html into OUT."""
+    """Score review exports: writes reviews, rejected, warnings, satisfaction, drivers, trends,
+    alerts and complaint-term tables, a DuckDB database with run history and report.html into
+    OUT. Exit status: 0 ok, 1 an input file failed, 2 bad arguments/input/model, 3 alerts
+    with --fail-on-alerts."""
     _setup_logging(verbose)
     from pipeline.classify import ModelNotFound
     from pipeline.config import Settings
@@ -61,7 +68,8 @@ def score(
 
     overrides = {
         k: v
-        for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows}.items()
+        for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
+                     "fail_on_alerts": fail_on_alerts}.items()
         if v is not None
     }
     try:
@@ -70,7 +78,9 @@ def score(
         raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
     settings = Settings(model=model, progress=progress, **overrides)
     from flows.score import score_reviews
+    from pipeline.history import AlertsRaised
 
+    alerted = False
     try:
         record = score_reviews(
             inputs, str(out), model=model, run_date=parsed_date,
@@ -79,6 +89,8 @@ def score(
     except (InputError, ModelNotFound) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    except AlertsRaised as exc:  # outputs are published; only the exit status differs
+        record, alerted = exc.record, True
     _print_summary(record)
     if record["failed_files"]:
         typer.secho(
@@ -86,6 +98,10 @@ def score(
             fg="red", err=True,
         )
         raise typer.Exit(1)
+    if alerted:
+        typer.secho(f"{record['alerts']} alert(s) raised (--fail-on-alerts): see alerts.parquet",
+                    fg="red", err=True)
+        raise typer.Exit(3)
 
 
 def _print_summary(record: dict) -> None:
@@ -94,8 +110,10 @@ def _print_summary(record: dict) -> None:
         f"{record['rows_scored']:,} scored, {record['rows_rejected']:,} rejected, "
         f"{record['warnings']:,} field warnings"
     )
+    if record.get("alerts"):
+        typer.echo(f"{record['alerts']} alert(s): see alerts.parquet or the top of report.html")
     for name, path in record.get("files", {}).items():
-        typer.echo(f"  {name:22s} {path}")
+        typer.echo(f"  {name:24s} {path}")
 
 
 @app.command("train-baseline")
@@ -172,6 +190,31 @@ def evaluate(
     typer.echo(summary_table(results).to_string())
     if json_out:
         json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+@app.command()
+def bench(
+    rows: Annotated[int, typer.Option(help="reviews in the generated input")] = 100_000,
+    short: Annotated[bool, typer.Option(help="only reviews of 30-70 characters")] = False,
+    model: Annotated[str, typer.Option()] = "default",
+    work: Annotated[Path, typer.Option(help="folder for the input and outputs")] = Path(
+        "work/bench"
+    ),
+    naive_rows: Annotated[int, typer.Option(help="rows for the naive baseline (0: skip)")] = 300,
+    device: Annotated[str, typer.Option()] = "cpu",
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    shared: Annotated[Path | None, typer.Option(help="corpora to sample texts from")] = None,
+) -> None:
+    """Benchmark the scoring flow: reviews/s, seconds per stage, peak memory, and the speed-up
+    over a naive transformers pipeline with batch size 1."""
+    _setup_logging(False)
+    from pipeline.bench import run_bench
+    from pipeline.config import Settings
+
+    extra = {"batch_size": batch_size} if batch_size else {}
+    settings = Settings(model=model, device=device, progress=False, **extra)
+    result = run_bench(rows, work, model, short, naive_rows, shared, settings)
+    typer.echo(json.dumps(result, indent=2))
 
 
 def main() -> None:

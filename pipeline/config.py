@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for the transformer: cpu, cuda, cuda:1")
     chunk_rows: int = Field(5000, gt=0, description="rows read, scored and written per chunk")
     batch_size: int = Field(64, gt=0, description="reviews per model forward pass")
+    torch_threads: int | None = Field(
+        None, gt=0,
+        description="torch CPU threads where the model is loaded (default: torch's own; "
+        "Dask workers get their thread budget, 1)",
+    )
     max_chars: int = Field(
         2000, gt=0, description="characters of a review the model reads; text is stored whole"
     )

@@ -84,8 +84,16 @@ def part_name(file_order: int, chunk_index: int) -> str:
 
 @lru_cache(maxsize=2)
 def _classifier(model_path: str, settings_json: str):
-    """One classifier per worker process and model (loading is the expensive part)."""
-    return load_classifier(model_path, Settings(**json.loads(settings_json)))
+    """One classifier per worker process and model (loading is the expensive part).
+
+    ``torch_threads`` in the settings caps torch's CPU threads in this process (a Dask worker
+    gets its thread budget, so workers do not oversubscribe the cores)."""
+    settings = Settings(**json.loads(settings_json))
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    return load_classifier(model_path, settings)
 
 
 def _cache(cache_dir: str | None) -> pd.DataFrame | None:
@@ -133,13 +141,9 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
         rejected += validated.rejected
         warnings = validated.warnings
         if not validated.accepted.empty:
-            t1 = time.perf_counter()
-            counts.seconds["validate"] = t1 - t0
-            prepared = preprocess(validated.accepted)
-            t2 = time.perf_counter()
-            counts.seconds["preprocess"] = t2 - t1
-            scored, counts.cached = _classify(prepared, spec)
-            counts.seconds["classify"] = time.perf_counter() - t2
+            counts.seconds["validate"] = time.perf_counter() - t0
+            prepared = preprocess(validated.accepted, counts.seconds)
+            scored, counts.cached = _classify(prepared, spec, counts.seconds)
             scored["run_id"] = spec.run_id
     t3 = time.perf_counter()
     _write(parts / f"{name}.reviews.parquet", REVIEWS_SCHEMA, scored)
@@ -153,9 +157,17 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
     return counts
 
 
-def _classify(prepared: pd.DataFrame, spec: PartSpec) -> tuple[pd.DataFrame, int]:
-    """Model predictions for rows not in the score cache; cached rows are copied."""
+def _classify(
+    prepared: pd.DataFrame, spec: PartSpec, seconds: dict[str, float]
+) -> tuple[pd.DataFrame, int]:
+    """Model predictions for rows not in the score cache; cached rows are copied.
+
+    Adds ``tokenise`` and ``model`` seconds (or ``classify`` for models that do not split
+    their time) to ``seconds``.
+    """
+    t0 = time.perf_counter()
     classifier = _classifier(spec.model_path, json.dumps(spec.settings, sort_keys=True))
+    before = dict(getattr(classifier, "seconds", {}))
     cache = _cache(spec.cache_dir)
     hit = prepared["content_hash"].isin(cache.index) if cache is not None else None
     out = prepared.reset_index(drop=True)
@@ -175,6 +187,12 @@ def _classify(prepared: pd.DataFrame, spec: PartSpec) -> tuple[pd.DataFrame, int
                                          col.endswith("_confidence") else object)
     scored = pd.concat([out, labels], axis=1)
     scored["model_version"] = classifier.version
+    after = getattr(classifier, "seconds", {})
+    split = {k: after[k] - before.get(k, 0.0) for k in after}
+    for stage, value in split.items():
+        seconds[stage] = seconds.get(stage, 0.0) + value
+    rest = time.perf_counter() - t0 - sum(split.values())
+    seconds["classify"] = seconds.get("classify", 0.0) + rest
     return scored, n_cached
 
 

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
 from pipeline.segment import segment
 from pipeline.text import detect_language, normalise, to_simplified
 
 
-def preprocess(reviews: pd.DataFrame) -> pd.DataFrame:
+def preprocess(reviews: pd.DataFrame, timings: dict[str, float] | None = None) -> pd.DataFrame:
     """Add ``text_norm`` (model input), ``lang`` and ``tokens`` columns to ``reviews``.
 
     The original ``text`` is kept untouched; segmentation reads a Simplified copy so that
-    Traditional reviews hit the same dictionary and lexicon entries.
+    Traditional reviews hit the same dictionary and lexicon entries. When ``timings`` is
+    given, seconds spent in ``normalise`` and ``segment`` are added to it.
     """
+    t0 = time.perf_counter()
     out = reviews.copy()
     norm = [normalise(t) for t in out["text"]]
     langs = [detect_language(t) for t in norm]
     out["text_norm"] = norm
     out["lang"] = langs
+    t1 = time.perf_counter()
     out["tokens"] = [
         segment(to_simplified(t) if lang in ("zh", "mixed") else t, lang)
         for t, lang in zip(norm, langs, strict=True)
     ]
+    if timings is not None:
+        timings["normalise"] = timings.get("normalise", 0.0) + t1 - t0
+        timings["segment"] = timings.get("segment", 0.0) + time.perf_counter() - t1
     return out

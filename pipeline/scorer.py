@@ -95,7 +95,8 @@ class ScoreRun:
         self.out_dir = out_dir.resolve()
         self.settings = settings
         self.model_path = str(resolve_model(model))
-        model_settings = settings.model_dump(include={"device", "batch_size", "max_chars"})
+        model_settings = settings.model_dump(
+            include={"device", "batch_size", "max_chars", "torch_threads"})
         self.classifier = _classifier(self.model_path, json.dumps(model_settings, sort_keys=True))
         self.run_id = uuid.uuid4().hex[:12]
         self.run_date = run_date or date.today()
@@ -133,8 +134,16 @@ class ScoreRun:
         recorded in ``stats.failed_files``, not raised."""
         order = self.inputs.index(str(path))
         try:
-            for index, chunk in enumerate(iter_chunks(path, self.settings.chunk_rows)):
+            reader = iter_chunks(path, self.settings.chunk_rows)
+            index = 0
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(reader, None)
+                self.stats.add_time("read", time.perf_counter() - t0)
+                if chunk is None:
+                    break
                 yield chunk, order, index
+                index += 1
         except (InputError, OSError, UnicodeDecodeError) as exc:
             message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
             self.stats.failed_files[str(path)] = message
@@ -254,6 +263,10 @@ class ScoreRun:
             "composite_weights": self.drivers.weights if self.drivers else None,
             "driver_method": self.drivers.method if self.drivers else None,
             "alerts": 0 if self.alerts is None else len(self.alerts),
+            "alert_drop": self.settings.alert_drop,
+            "alert_complaint_rise": self.settings.alert_complaint_rise,
+            "alert_alpha": self.settings.alert_alpha,
+            "trend_window": self.settings.trend_window,
         }
 
     def report(self, sat: pd.DataFrame) -> Path:

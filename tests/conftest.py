@@ -56,3 +56,35 @@ def sample_run(tmp_path_factory, tiny_baseline_dir) -> tuple[Path, dict]:
     record = score_reviews([str(SAMPLE)], str(out), model=str(tiny_baseline_dir),
                            settings=settings)
     return out, record
+
+
+def shifted_export(path: Path, copies: int = 2) -> Path:
+    """The sample plus ``copies`` extra copies (new ids) of every review hand-labelled
+    logistics-negative: a second day on which logistics complaints roughly triple."""
+    reviews = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    logistics = sample_labelled().query("logistics == 'negative'")["review_id"]
+    extra = reviews[reviews["review_id"].isin(set(logistics))]
+    frames = [reviews] + [extra.assign(review_id=extra["review_id"] + f"-x{i}")
+                          for i in range(copies)]
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_day_runs(tmp_path_factory, tiny_baseline_dir) -> tuple[Path, list[dict], Path]:
+    """Two runs of the flow into one folder: the sample on 2026-11-14, then the shifted export
+    on 2026-11-15. Returns the output folder, both run records and the day-2 export."""
+    from datetime import date
+
+    from flows.score import score_reviews
+    from pipeline.config import Settings
+
+    out = tmp_path_factory.mktemp("two-days")
+    day2 = shifted_export(tmp_path_factory.mktemp("exports") / "day2.csv")
+    settings = Settings(model=str(tiny_baseline_dir), progress=False)
+    records = [
+        score_reviews([str(path)], str(out), model=str(tiny_baseline_dir), run_date=day,
+                      settings=settings)
+        for path, day in ((SAMPLE, date(2026, 11, 14)), (day2, date(2026, 11, 15)))
+    ]
+    return out, records, day2

@@ -10,8 +10,31 @@ import matplotlib
 matplotlib.use("Agg")  # no display on batch machines
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import font_manager
 
 from pipeline.schema import DIMENSIONS
+
+#: CJK fonts tried, in order, for group names and terms; matplotlib falls back glyph by glyph.
+_CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+              "Microsoft YaHei", "PingFang SC", "SimHei", "Heiti SC")
+
+
+def _use_cjk_fallback() -> None:
+    """Put installed CJK fonts behind the default font, so category names are not boxes.
+    Only installed families are named: unknown ones make matplotlib log a warning per chart."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    if not installed.intersection(_CJK_FONTS):
+        # matplotlib's font cache predates fonts installed later (e.g. by the test set-up).
+        for path in font_manager.findSystemFonts():
+            if any(k in path.lower() for k in ("wqy", "notosanscjk", "sourcehansans", "msyh")):
+                font_manager.fontManager.addfont(path)
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [name for name in _CJK_FONTS if name in installed]
+    if cjk:
+        plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *cjk]
+
+
+_use_cjk_fallback()
 
 _COLOURS = {"positive": "#2e7d32", "neutral": "#9e9e9e", "negative": "#c62828"}
 #: Display order of the index rows: the composite first, then overall sentiment, then dimensions.
@@ -34,8 +57,11 @@ def index_chart(sat: pd.DataFrame) -> str:
     err = [rows["index"] - rows["index_low"], rows["index_high"] - rows["index"]]
     colours = ["#0d47a1" if d == "composite" else "#1565c0" for d in order]
     ax.barh(order, rows["index"], xerr=err, color=colours, capsize=4)
-    for y, (value, n) in enumerate(zip(rows["index"], rows["mentions"], strict=True)):
-        ax.text(min(value + 3, 92), y, f"{value:.0f}  (n={n})", va="center", fontsize=9)
+    for y, (value, high, n) in enumerate(
+        zip(rows["index"], rows["index_high"], rows["mentions"], strict=True)
+    ):
+        # Right of the interval so the label never sits on the error bar.
+        ax.text(min(high + 2, 84), y, f"{value:.1f}  (n={n})", va="center", fontsize=9)
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
     ax.set_xlabel("satisfaction index (0-100), 95 % interval")

@@ -1,0 +1,115 @@
+"""Where the chunk parts of a run are scored: in the flow's own process (``sequential``), or in
+parallel by Prefect's Dask task runner (``dask``, from ``prefect-dask``) or Ray task runner
+(``ray``, from ``prefect-ray``, not installed by default).
+
+Only the ``score-part`` tasks are submitted to the runner: a part needs the chunk, the model
+folder and the settings (:class:`pipeline.parts.PartSpec`), never the run object. Chunks stream:
+the flow reads one chunk at a time and keeps at most ``window`` parts in flight (2 per worker
+thread by default), so neither the flow nor a worker ever holds the whole input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.parts import PartSpec
+
+TASK_RUNNERS = ("sequential", "dask", "ray")
+
+
+def default_workers() -> int:
+    """Local workers when none are given: one per CPU core."""
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def part_runner(kind: str = "sequential", address: str | None = None,
+                workers: int | None = None) -> Iterator[Any]:
+    """A started Prefect task runner for the parts (``None`` for ``sequential``).
+
+    ``dask`` without ``address`` starts a temporary local cluster of ``workers`` processes
+    with one thread each; with ``address`` (``tcp://host:8786``) it uses that cluster.
+    """
+    if kind == "sequential":
+        yield None
+        return
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            runner = DaskTaskRunner(address=address)
+        else:
+            runner = DaskTaskRunner(cluster_kwargs={
+                "n_workers": workers or default_workers(), "threads_per_worker": 1,
+                "processes": True, "dashboard_address": None,
+            })
+    elif kind == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise ValueError("--task-runner ray needs `pip install prefect-ray`") from exc
+        runner = RayTaskRunner(
+            address=address,
+            init_kwargs=None if address else {"num_cpus": workers or default_workers()},
+        )
+    else:
+        raise ValueError(f"unknown task runner {kind!r}: use one of {', '.join(TASK_RUNNERS)}")
+    with runner:
+        yield runner
+
+
+def runner_threads(runner: Any, workers: int | None) -> int:
+    """Worker threads of a started runner (for the in-flight window)."""
+    client = getattr(runner, "client", None)
+    if client is not None and hasattr(client, "nthreads"):
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - only sizes the window
+            pass
+    return workers or default_workers()
+
+
+def worker_spec(spec: PartSpec) -> PartSpec:
+    """The part spec for a worker with one thread: torch limited to 1 thread unless the user
+    set ``torch_threads``."""
+    settings = dict(spec.settings)
+    settings["torch_threads"] = settings.get("torch_threads") or 1
+    return dataclasses.replace(spec, settings=settings)
+
+
+def score_parts(run, paths: list[Path], progress, part_task, runner: Any = None,
+                window: int = 2) -> None:
+    """Score every chunk of ``paths`` into parts, accounting each with ``run.add`` and the
+    progress display. Sequential when ``runner`` is None; otherwise at most ``window`` parts are
+    in flight and they are settled in submission order (results do not depend on order)."""
+    if runner is None:
+        for path in paths:
+            for chunk, order, index in run.chunks(path):
+                counts = part_task(chunk, order, index, run.spec)
+                run.add(counts)
+                progress.update(counts.rows_in, counts.scored, path.name)
+        return
+    spec = worker_spec(run.spec)
+    pending: deque = deque()
+
+    def settle() -> None:
+        future, name = pending.popleft()
+        counts = future.result()
+        run.add(counts)
+        progress.update(counts.rows_in, counts.scored, name)
+
+    for path in paths:
+        for chunk, order, index in run.chunks(path):
+            future = runner.submit(part_task, parameters={
+                "chunk": chunk, "file_order": order, "chunk_index": index, "spec": spec})
+            pending.append((future, path.name))
+            while len(pending) >= max(1, window):
+                settle()
+    while pending:
+        settle()
