@@ -47,7 +47,7 @@ def part_runner(kind: str = "sequential", address: str | None = None,
         else:
             runner = DaskTaskRunner(cluster_kwargs={
                 "n_workers": workers or default_workers(), "threads_per_worker": 1,
-                "processes": True, "dashboard_address": None,
+                "processes": True, "dashboard_address": ":0", "env": worker_env(),
             })
     elif kind == "ray":
         try:
@@ -56,12 +56,29 @@ def part_runner(kind: str = "sequential", address: str | None = None,
             raise ValueError("--task-runner ray needs `pip install prefect-ray`") from exc
         runner = RayTaskRunner(
             address=address,
-            init_kwargs=None if address else {"num_cpus": workers or default_workers()},
+            init_kwargs=None if address else {"num_cpus": workers or default_workers(),
+                                              "runtime_env": {"env_vars": worker_env()}},
         )
     else:
         raise ValueError(f"unknown task runner {kind!r}: use one of {', '.join(TASK_RUNNERS)}")
     with runner:
         yield runner
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of local worker processes: the flow's Prefect API. In embedded mode (no
+    PREFECT_API_URL) that is the flow's temporary server; without this each worker would start
+    a temporary server of its own."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # a singleton: the server this process already uses
+        if server.server_process is not None:
+            url = server.api_url
+    return {"PREFECT_API_URL": url} if url else {}
 
 
 def runner_threads(runner: Any, workers: int | None) -> int:
@@ -70,7 +87,7 @@ def runner_threads(runner: Any, workers: int | None) -> int:
     if client is not None and hasattr(client, "nthreads"):
         try:
             return max(1, sum(client.nthreads().values()))
-        except Exception:  # noqa: BLE001 - only sizes the window
+        except Exception:
             pass
     return workers or default_workers()
 

@@ -2,8 +2,9 @@
 write -> roll up (indices, driver weights) -> trends and alerts -> complaint terms -> report ->
 publish. Thin: every step is a call into ``pipeline``."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in flow modules: `revsat serve` ships flow functions
+# to its run processes by value, and string annotations (e.g. ``date``) would not resolve there.
+import time
 from datetime import date
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.runners import part_runner, runner_threads, score_parts
 from pipeline.config import Settings
 from pipeline.drivers import DriverWeights
 from pipeline.history import AlertsRaised
@@ -58,6 +60,13 @@ def report_task(run: ScoreRun, sat) -> str:
     return str(run.report(sat))
 
 
+@task(name="warehouse", **_TASK)
+def warehouse_task(db: str, url: str) -> dict[str, int]:
+    from pipeline.warehouse import export_duckdb
+
+    return export_duckdb(Path(db), url)
+
+
 @task(name="publish", **_TASK)
 def publish_task(run: ScoreRun) -> dict[str, str]:
     return {k: str(v) for k, v in run.publish().items()}
@@ -73,10 +82,17 @@ def score_reviews(
     id_column: str | None = None,
     settings: Settings | None = None,
     full: bool = False,
+    task_runner: str = "sequential",
+    dask_address: str | None = None,
+    workers: int | None = None,
+    warehouse: str | None = None,
 ) -> dict:
     """Score review exports into ``out``; returns the run record (counts, timings, files).
 
     ``full`` ignores the score cache (every review goes through the model again).
+    ``task_runner`` ``dask`` (or ``ray``) scores the chunks in parallel on a local cluster of
+    ``workers`` processes or the cluster at ``dask_address``; results are identical.
+    ``warehouse`` (an SQLAlchemy URL) also upserts the published tables into that database.
     """
     logger = get_run_logger()
     settings = settings or Settings(model=model)
@@ -85,12 +101,13 @@ def score_reviews(
     logger.info("run %s (key %s): %d input file(s), model %s", run.run_id, run.run_key,
                 len(paths), run.classifier.version)
     try:
-        with RowProgress(settings.progress) as progress:
-            for path in paths:
-                for chunk, order, index in run.chunks(path):
-                    counts = score_part_task(chunk, order, index, run.spec)
-                    run.add(counts)
-                    progress.update(counts.rows_in, counts.scored, path.name)
+        with (RowProgress(settings.progress) as progress,
+              part_runner(task_runner, dask_address, workers) as runner):
+            window = 2 * runner_threads(runner, workers) if runner is not None else 1
+            started = time.perf_counter()
+            score_parts(run, paths, progress, score_part_task, runner, window)
+            # Wall time of the chunk phase (the stage seconds above are summed over workers).
+            run.stats.add_time("parts_wall", time.perf_counter() - started)
         sat = roll_up_task(run)
         alerts = history_task(run, sat)
         terms = evidence_task(run)
@@ -102,6 +119,8 @@ def score_reviews(
         raise
     record = run.run_record()
     record["files"] = files
+    if warehouse:
+        record["warehouse"] = warehouse_task(str(run.db_path), warehouse)
     _artifacts(record, sat, alerts, terms, run.drivers)
     for path, error in record["failed_files"].items():
         logger.error("failed input %s: %s", path, error)
@@ -128,7 +147,9 @@ def _artifacts(record: dict, sat: pd.DataFrame, alerts: pd.DataFrame, terms: pd.
         cols = ["kind", "grouping", "group", "dimension", "previous", "current", "change",
                 "q_value", "message"]
         create_table_artifact(
-            key="alerts", table=alerts[cols].head(200).round(4).to_dict("records"),
+            key="alerts",
+            table=alerts[cols].head(200).round({"previous": 4, "current": 4, "change": 4})
+            .to_dict("records"),
             description=f"{len(alerts)} alert(s), run {record['run_id']} ({record['run_date']})",
         )
     else:

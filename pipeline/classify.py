@@ -79,11 +79,11 @@ def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
     path = resolve_model(spec)
     if _model_kind(path) == "baseline":
         return BaselineClassifier(path)
-    from pipeline.model.classifier import TransformerClassifier
+    from pipeline.model.classifier import load_any
 
-    return TransformerClassifier.load(
+    return load_any(
         path, device=settings.device, batch_size=settings.batch_size,
-        max_chars=settings.max_chars,
+        max_chars=settings.max_chars, quantize=settings.quantize,
     )
 
 

@@ -14,6 +14,8 @@ import typer
 
 # No telemetry from the embedded Prefect server: these machines may have no network at all.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Embedded mode: allow the temporary server more than 20 s to start on a busy machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 app = typer.Typer(
     add_completion=False,
@@ -54,6 +56,17 @@ def score(
         typer.Option("--fail-on-alerts/--no-fail-on-alerts",
                      help="exit 3 (after writing outputs) when the run raised alerts"),
     ] = None,
+    task_runner: Annotated[str, typer.Option(
+        help="sequential, dask (parallel chunks; prefect-dask) or ray (prefect-ray)")] = (
+        "sequential"),
+    dask_address: Annotated[str | None, typer.Option(
+        help="scheduler of an existing Dask cluster, tcp://host:8786 (default: local)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="local Dask/Ray worker processes (default: one per core)")] = None,
+    torch_threads: Annotated[int | None, typer.Option(
+        help="torch CPU threads per process (Dask workers default to 1)")] = None,
+    warehouse: Annotated[str | None, typer.Option(
+        help="also upsert the tables into this SQLAlchemy URL, e.g. postgresql://...")] = None,
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -69,7 +82,7 @@ def score(
     overrides = {
         k: v
         for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
-                     "fail_on_alerts": fail_on_alerts}.items()
+                     "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads}.items()
         if v is not None
     }
     try:
@@ -77,6 +90,7 @@ def score(
     except ValueError:
         raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
     settings = Settings(model=model, progress=progress, **overrides)
+    _check_task_runner(task_runner)
     from flows.score import score_reviews
     from pipeline.history import AlertsRaised
 
@@ -85,6 +99,8 @@ def score(
         record = score_reviews(
             inputs, str(out), model=model, run_date=parsed_date,
             text_column=text_column, id_column=id_column, settings=settings, full=full,
+            task_runner=task_runner, dask_address=dask_address, workers=workers,
+            warehouse=warehouse,
         )
     except (InputError, ModelNotFound) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -104,6 +120,81 @@ def score(
         raise typer.Exit(3)
 
 
+def _check_task_runner(kind: str) -> None:
+    import importlib.util
+
+    from flows.runners import TASK_RUNNERS
+
+    if kind not in TASK_RUNNERS:
+        raise typer.BadParameter(f"--task-runner {kind!r}: use one of {', '.join(TASK_RUNNERS)}")
+    module = {"dask": "prefect_dask", "ray": "prefect_ray"}.get(kind)
+    if module and importlib.util.find_spec(module) is None:
+        raise typer.BadParameter(f"--task-runner {kind} needs `pip install "
+                                 f"{module.replace('_', '-')}`")
+
+
+@app.command()
+def nightly(
+    input_dir: Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
+        "default"),
+    pattern: Annotated[str, typer.Option(help="file name pattern inside the directory")] = "*",
+    run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
+    rescore: Annotated[bool, typer.Option(
+        "--rescore", help="score matching files even if the ledger has them")] = False,
+    warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")] = None,
+    task_runner: Annotated[str, typer.Option(help="sequential, dask or ray")] = "sequential",
+    workers: Annotated[int | None, typer.Option(help="local Dask/Ray workers")] = None,
+) -> None:
+    """One nightly run by hand (flow nightly-score): score the files of INPUT_DIR that the
+    ledger in OUT/revsat.duckdb has not seen (by content hash), then record them."""
+    _setup_logging(False)
+    _check_task_runner(task_runner)
+    from flows.nightly import nightly_score
+
+    try:
+        parsed_date = date.fromisoformat(run_date) if run_date else None
+    except ValueError:
+        raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
+    record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
+                           run_date=parsed_date, rescore=rescore, warehouse=warehouse,
+                           task_runner=task_runner, workers=workers)
+    if record.get("skipped"):
+        typer.echo(f"no new files ({record['found']} file(s) already in the ledger)")
+        return
+    _print_summary(record)
+    if record["failed_files"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    input_dir: Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
+        "default"),
+    pattern: Annotated[str, typer.Option(help="file name pattern inside the directory")] = "*",
+    cron: Annotated[str, typer.Option(help="cron schedule")] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the schedule")] = "UTC",
+    warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")] = None,
+    name: Annotated[str, typer.Option(help="deployment name")] = "nightly-score",
+) -> None:
+    """Serve deployment nightly-score from this process (no work pool or worker needed): runs
+    on the cron schedule and whenever triggered from the UI/API. Needs a Prefect server
+    (PREFECT_API_URL); Ctrl-C stops it."""
+    _setup_logging(False)
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly_score
+
+    params = {"input_dir": str(Path(input_dir).resolve()) if Path(input_dir).is_dir()
+              else input_dir, "out": str(out.resolve()), "model": model, "pattern": pattern}
+    if warehouse:
+        params["warehouse"] = warehouse
+    nightly_score.serve(name=name, schedule=Cron(cron, timezone=timezone), parameters=params)
+
+
 def _print_summary(record: dict) -> None:
     typer.echo(
         f"run {record['run_id']}: {record['rows_in']:,} rows read, "
@@ -114,6 +205,27 @@ def _print_summary(record: dict) -> None:
         typer.echo(f"{record['alerts']} alert(s): see alerts.parquet or the top of report.html")
     for name, path in record.get("files", {}).items():
         typer.echo(f"  {name:24s} {path}")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="output directory of a `revsat score` run")],
+    tables: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="table(s) to export (default: reviews)"),
+    ] = None,
+) -> None:
+    """Write OUT/<table>.csv from the published Parquet tables, safe to open in a spreadsheet
+    (cells starting with = + - @ are prefixed with ' so they are never run as formulas)."""
+    from pipeline.io.csv_export import export_csv
+
+    for table in tables or ["reviews"]:
+        try:
+            path = export_csv(out, table)
+        except (ValueError, FileNotFoundError) as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{table:16s} {path}")
 
 
 @app.command("train-baseline")
@@ -160,6 +272,10 @@ def train(
     layers: Annotated[int | None, typer.Option(help="encoder layers to keep")] = None,
     epochs: Annotated[float | None, typer.Option()] = None,
     sentiment_rows: Annotated[int | None, typer.Option(help="sentiment training rows")] = None,
+    teacher: Annotated[str | None, typer.Option(help="distil from this model folder")] = None,
+    int8: Annotated[bool | None, typer.Option(help="int8 dynamic quantisation at inference")] = (
+        None
+    ),
 ) -> None:
     """Fine-tune the multi-task transformer (Prefect flow train-model) and evaluate it."""
     _setup_logging(False)
@@ -168,7 +284,7 @@ def train(
 
     cfg = load_config(
         str(config) if config else None, base=base, out=out, num_layers=layers, epochs=epochs,
-        sentiment_rows=sentiment_rows,
+        sentiment_rows=sentiment_rows, teacher=teacher, int8_dynamic=int8,
     )
     results = train_model(cfg, str(shared) if shared else None)
     typer.echo(summary_table(results).to_string())
@@ -180,13 +296,14 @@ def evaluate(
     shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
     max_per_corpus: Annotated[int | None, typer.Option(help="cap test rows per corpus")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+    int8: Annotated[bool | None, typer.Option(help="force int8 quantisation on or off")] = None,
 ) -> None:
     """Held-out accuracy and macro-F1 per corpus and language, and dimension mention F1 and
     polarity accuracy, for each model side by side (default: default and baseline)."""
     _setup_logging(False)
     from pipeline.model.evaluate import evaluate_models, summary_table
 
-    results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus)
+    results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus, int8)
     typer.echo(summary_table(results).to_string())
     if json_out:
         json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")

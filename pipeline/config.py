@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         description="'default' (best shipped model), 'baseline', 'transformer', or a model folder",
     )
     device: str = Field("cpu", description="torch device for the transformer: cpu, cuda, cuda:1")
+    quantize: bool | None = Field(
+        None, description="int8 dynamic quantisation on CPU; unset: as the model folder says"
+    )
     chunk_rows: int = Field(5000, gt=0, description="rows read, scored and written per chunk")
     batch_size: int = Field(64, gt=0, description="reviews per model forward pass")
     torch_threads: int | None = Field(

@@ -102,10 +102,12 @@ def log_odds_z(
     total = target + background
     a = prior_size * total / max(total.sum(), 1.0)
     n_t, n_b = target.sum(), background.sum()
-    delta = (np.log((target + a) / (n_t + prior_size - target - a))
-             - np.log((background + a) / (n_b + prior_size - background - a)))
-    var = 1 / (target + a) + 1 / (background + a)
-    return delta, delta / np.sqrt(var)
+    # A side with no counts, or a single term, has no odds: those terms come out NaN/inf.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = (np.log((target + a) / (n_t + prior_size - target - a))
+                 - np.log((background + a) / (n_b + prior_size - background - a)))
+        var = 1 / (target + a) + 1 / (background + a)
+        return delta, delta / np.sqrt(var)
 
 
 def top_terms(
@@ -127,7 +129,8 @@ def top_terms(
             "target_reviews": target.astype("int64"),
             "background_reviews": background.astype("int64"),
         })
-        frame = frame[(frame["target_reviews"] >= min_count) & (frame["z"] > 0)]
+        frame = frame[(frame["target_reviews"] >= min_count) & (frame["z"] > 0)
+                      & np.isfinite(frame["z"])]
         frame = frame.sort_values(["z", "term"], ascending=[False, True]).head(top_n)
         frame["rank"] = np.arange(1, len(frame) + 1)
         frame["target_share"] = frame["target_reviews"] / max(negatives[dim], 1)
@@ -141,7 +144,7 @@ def add_examples(
     top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 300
 ) -> pd.DataFrame:
     """Attach ``example_ids``/``example_texts``: the term's most confidently labelled target
-    reviews (texts cut to ``max_chars``)."""
+    reviews with distinct texts (cut to ``max_chars``)."""
     out = top.copy()
     if top.empty:
         out["example_ids"] = pd.Series(dtype=object)
@@ -154,13 +157,22 @@ def add_examples(
     con = duckdb.connect()
     try:
         con.register("k", top[["dimension", "term"]])
+        # Distinct texts only: exports often repeat a review under several ids.
         hits = con.execute(
-            f"""SELECT dimension, term, review_id, text FROM (
+            f"""WITH hits AS (
                   SELECT k.dimension, k.term, r.review_id, left(r.text, {int(max_chars)}) AS text,
-                         row_number() OVER (PARTITION BY k.dimension, k.term
-                                            ORDER BY {conf} DESC, r.review_id) AS rn
+                         {conf} AS conf
                   FROM {_src(reviews_parquet)} r JOIN k
-                    ON {label} = 'negative' AND list_contains(r.tokens, k.term))
+                    ON {label} = 'negative' AND list_contains(r.tokens, k.term)),
+                uniq AS (
+                  SELECT *, row_number() OVER (PARTITION BY dimension, term, text
+                                               ORDER BY conf DESC, review_id) AS dup
+                  FROM hits),
+                ranked AS (
+                  SELECT *, row_number() OVER (PARTITION BY dimension, term
+                                               ORDER BY conf DESC, review_id) AS rn
+                  FROM uniq WHERE dup = 1)
+                SELECT dimension, term, review_id, text FROM ranked
                 WHERE rn <= {int(per_term)} ORDER BY dimension, term, rn"""
         ).df()
     finally:

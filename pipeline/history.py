@@ -16,9 +16,10 @@ Trends (``trends.parquet``)
       normal: ``z = delta_prev / sqrt(index_se**2 + prev_index_se**2)``, ``p_prev`` two-sided.
       The complaint rate is compared with a pooled two-proportion z-test on
       ``complaint_rate * reviews`` complaints out of ``reviews`` (``p_complaint_prev``).
-    - against the *trailing window*: the ``trend_window`` run dates before this one in which the
-      group appears. ``window_index`` is their mean index, with standard error
-      ``sqrt(sum se**2) / k``; ``delta_window`` and ``p_window`` as above.
+    - against the *trailing window*: the last ``trend_window`` run dates before this one, of
+      which ``window_runs`` = k contain the group. ``window_index`` is the group's mean index
+      over those k runs, with standard error ``sqrt(sum se**2) / k``; ``delta_window`` and
+      ``p_window`` as above.
 
     Runs are treated as independent samples; overlapping exports make the tests optimistic.
 
@@ -30,8 +31,10 @@ Alerts (``alerts.parquet``)
       (absolute, 0.03 = 3 points),
 
     in each case only when the test is significant: its Benjamini-Hochberg adjusted p-value
-    (``q_value``, over all tests of the run, both kinds) is below ``alert_alpha``. This keeps
-    the expected share of false alerts at ``alert_alpha`` however many products are tracked.
+    (``q_value``) is below ``alert_alpha``. The adjustment runs over all tests of one grouping
+    (both kinds, every group and dimension), so the expected share of false alerts among a
+    grouping's alerts stays at ``alert_alpha`` however many products are tracked, while a
+    change over all reviews is not drowned by hundreds of product tests.
 """
 
 from __future__ import annotations
@@ -110,16 +113,33 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
             .fetchall()}
 
 
-def load_history(db: Path, before: date, table: str = "history_satisfaction") -> pd.DataFrame:
-    """Rows of a history table with ``run_date`` before ``before`` (empty when none)."""
+def load_history(
+    db: Path,
+    before: date,
+    table: str = "history_satisfaction",
+    groupings: Sequence[str] | None = None,
+    last_runs: int | None = None,
+) -> pd.DataFrame:
+    """Rows of a history table with ``run_date`` before ``before`` (empty when none), limited
+    to ``groupings`` and to the ``last_runs`` latest run dates when given."""
     if not db.is_file():
         return pd.DataFrame()
+    if not table.isidentifier():
+        raise ValueError(f"bad table name {table!r}")
     con = duckdb.connect(str(db), read_only=True)
     try:
         if table not in _tables(con):
             return pd.DataFrame()
+        where, params = ["run_date < ?"], [before]
+        if groupings is not None:
+            where.append(f"grouping IN ({', '.join('?' * len(groupings))})")
+            params += list(groupings)
+        if last_runs is not None:
+            where.append(f"run_date IN (SELECT DISTINCT run_date FROM {table} WHERE run_date < ? "
+                         f"ORDER BY run_date DESC LIMIT {int(last_runs)})")
+            params.append(before)
         return con.execute(
-            f"SELECT * FROM {table} WHERE run_date < ? ORDER BY run_date", [before]
+            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY run_date", params
         ).df()
     finally:
         con.close()
@@ -217,9 +237,17 @@ def alerts(
     alpha: float = 0.01,
 ) -> pd.DataFrame:
     """Alert rows from :func:`trends` output; see the module docstring for the rules."""
-    q = benjamini_hochberg(np.concatenate([trend["p_prev"].to_numpy(dtype=float),
-                                           trend["p_complaint_prev"].to_numpy(dtype=float)]))
-    q_index, q_complaint = q[: len(trend)], q[len(trend):]
+    # One family of tests per grouping: a dashboard reads the all-reviews figures, categories
+    # and products separately, and pooling them would let hundreds of product tests drown a
+    # real change over all reviews.
+    trend = trend.reset_index(drop=True)
+    q_index = np.full(len(trend), np.nan)
+    q_complaint = np.full(len(trend), np.nan)
+    for _, rows in trend.groupby("grouping", sort=False):
+        pos = trend.index.get_indexer(rows.index)
+        q = benjamini_hochberg(np.concatenate([rows["p_prev"].to_numpy(dtype=float),
+                                               rows["p_complaint_prev"].to_numpy(dtype=float)]))
+        q_index[pos], q_complaint[pos] = q[: len(rows)], q[len(rows):]
     rows = []
     for i, r in enumerate(trend.itertuples(index=False)):
         where = f"{r.grouping}={r.group}" if r.grouping != "all" else "all reviews"
@@ -242,8 +270,10 @@ def alerts(
                 **_alert_keys(r),
             })
     frame = pd.DataFrame(rows, columns=ALERTS_SCHEMA.names)
-    # Biggest problems first: the report and the artifact show the top of this table.
-    return frame.sort_values(["q_value", "grouping", "group"]).reset_index(drop=True)
+    # All reviews first, then the most significant: the report and the artifact show the top.
+    frame["_all"] = frame["grouping"] != "all"
+    return (frame.sort_values(["_all", "q_value", "grouping", "group"])
+            .drop(columns="_all").reset_index(drop=True))
 
 
 def _alert_keys(r) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -89,11 +90,11 @@ def _classifier(model_path: str, settings_json: str):
     ``torch_threads`` in the settings caps torch's CPU threads in this process (a Dask worker
     gets its thread budget, so workers do not oversubscribe the cores)."""
     settings = Settings(**json.loads(settings_json))
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    return load_classifier(model_path, settings)
+    classifier = load_classifier(model_path, settings)
+    # Only where torch is in use (the transformer): importing it for the baseline costs seconds.
+    if settings.torch_threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(settings.torch_threads)
+    return classifier
 
 
 def _cache(cache_dir: str | None) -> pd.DataFrame | None:
@@ -138,11 +139,12 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
         )
         # Ids are de-duplicated across the run at merge time; within a chunk here too.
         validated = validate_chunk(chunk, columns, IdRegistry())
-        rejected += validated.rejected
+        rejected = validated.rejected  # already holds the reader's rejected rows
         warnings = validated.warnings
         if not validated.accepted.empty:
             counts.seconds["validate"] = time.perf_counter() - t0
-            prepared = preprocess(validated.accepted, counts.seconds)
+            prepared = preprocess(validated.accepted, counts.seconds,
+                                  max_chars=spec.settings.get("max_chars"))
             scored, counts.cached = _classify(prepared, spec, counts.seconds)
             scored["run_id"] = spec.run_id
     t3 = time.perf_counter()

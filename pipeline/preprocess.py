@@ -10,8 +10,13 @@ from pipeline.segment import segment
 from pipeline.text import detect_language, normalise, to_simplified
 
 
-def preprocess(reviews: pd.DataFrame, timings: dict[str, float] | None = None) -> pd.DataFrame:
+def preprocess(reviews: pd.DataFrame, timings: dict[str, float] | None = None,
+               max_chars: int | None = None) -> pd.DataFrame:
     """Add ``text_norm`` (model input), ``lang`` and ``tokens`` columns to ``reviews``.
+
+    ``max_chars`` bounds the cost of very long reviews: only the first ``max_chars``
+    characters of the normalised text are segmented (the transformer reads the same window;
+    ``text`` is stored whole). ``None`` segments everything (training).
 
     The original ``text`` is kept untouched; segmentation reads a Simplified copy so that
     Traditional reviews hit the same dictionary and lexicon entries. When ``timings`` is
@@ -25,7 +30,8 @@ def preprocess(reviews: pd.DataFrame, timings: dict[str, float] | None = None) -
     out["lang"] = langs
     t1 = time.perf_counter()
     out["tokens"] = [
-        segment(to_simplified(t) if lang in ("zh", "mixed") else t, lang)
+        segment(to_simplified(t[:max_chars]) if lang in ("zh", "mixed") else t[:max_chars],
+                lang)
         for t, lang in zip(norm, langs, strict=True)
     ]
     if timings is not None:

@@ -80,5 +80,9 @@ OUTPUT_FILES = (
     "rejected.parquet",
     "warnings.parquet",
     "satisfaction.parquet",
+    "drivers.parquet",
+    "trends.parquet",
+    "alerts.parquet",
+    "complaint_terms.parquet",
     "report.html",
 )

@@ -22,8 +22,14 @@ from pipeline.classify import resolve_model
 from pipeline.config import Settings
 from pipeline.drivers import DriverWeights, driver_weights
 from pipeline.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms
-from pipeline.io.readers import Chunk, InputError, iter_chunks
-from pipeline.io.writers import Staging, publish_duckdb, write_parquet
+from pipeline.io.readers import Chunk, InputError, find_columns, iter_chunks
+from pipeline.io.writers import (
+    Staging,
+    atomic_write_text,
+    inside,
+    publish_duckdb,
+    write_parquet,
+)
 from pipeline.parts import (
     PartCounts,
     PartSpec,
@@ -34,7 +40,7 @@ from pipeline.parts import (
     write_cache,
 )
 from pipeline.report import render_report
-from pipeline.schema import DIMENSIONS
+from pipeline.schema import DIMENSIONS, OUTPUT_FILES
 from pipeline.scoring import count_mentions, satisfaction_table, with_composite
 
 log = logging.getLogger("revsat")
@@ -93,10 +99,11 @@ class ScoreRun:
         full: bool = False,
     ) -> None:
         self.out_dir = out_dir.resolve()
+        inside(self.out_dir, settings.duckdb_name)  # a name escaping --out fails before scoring
         self.settings = settings
         self.model_path = str(resolve_model(model))
         model_settings = settings.model_dump(
-            include={"device", "batch_size", "max_chars", "torch_threads"})
+            include={"device", "batch_size", "max_chars", "torch_threads", "quantize"})
         self.classifier = _classifier(self.model_path, json.dumps(model_settings, sort_keys=True))
         self.run_id = uuid.uuid4().hex[:12]
         self.run_date = run_date or date.today()
@@ -109,14 +116,14 @@ class ScoreRun:
         self.digests = {str(p): _digest_or_none(p) for p in self.input_paths}
         key = json.dumps(
             [self.model_path, self.classifier.version, settings.chunk_rows, settings.max_chars,
-             text_column, id_column, sorted(self.digests.items())]
+             settings.quantize, text_column, id_column, sorted(self.digests.items())]
         )
         self.run_key = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.work_dir = self.out_dir / ".revsat"
         self.parts_dir = self.work_dir / "parts" / self.run_key
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir = self.work_dir / "cache" / _safe(
-            f"{self.classifier.version}-mc{settings.max_chars}"
+            f"{self.classifier.version}-mc{settings.max_chars}-q{settings.quantize}"
         )
         self.spec = PartSpec(
             parts_dir=str(self.parts_dir),
@@ -142,10 +149,17 @@ class ScoreRun:
                 self.stats.add_time("read", time.perf_counter() - t0)
                 if chunk is None:
                     break
+                if chunk.encoding:
+                    self.stats.encodings.setdefault(str(path), chunk.encoding)
+                if not chunk.rows.empty:  # no text column: this file fails, the others go on
+                    find_columns([c for c in chunk.rows.columns if c != "source_row"],
+                                 self.text_column, self.id_column)
                 yield chunk, order, index
                 index += 1
         except (InputError, OSError, UnicodeDecodeError) as exc:
             message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
+            if not message.startswith(str(path)):
+                message = f"{path}: {message}"
             self.stats.failed_files[str(path)] = message
             log.error("input failed: %s", message)
 
@@ -179,6 +193,9 @@ class ScoreRun:
         """Merge the parts into the staged tables and check conservation on the result."""
         t0 = time.perf_counter()
         self.check_conservation()
+        if not any(self.parts_dir.glob("*.done.json")):  # every input failed
+            failed = "; ".join(self.stats.failed_files.values()) or "no input files"
+            raise InputError(f"no input file could be read: {failed}")
         counts = merge_parts(self.parts_dir, self.staging.dir, self.inputs, self.run_id)
         self.stats.rows_scored = counts["reviews.parquet"]
         self.stats.rows_rejected = counts["rejected.parquet"]
@@ -193,7 +210,7 @@ class ScoreRun:
     @property
     def db_path(self) -> Path:
         """The DuckDB file in ``--out`` (holds the history of earlier runs)."""
-        return self.out_dir / self.settings.duckdb_name
+        return inside(self.out_dir, self.settings.duckdb_name)
 
     def roll_up(self) -> pd.DataFrame:
         """Stage ``satisfaction.parquet`` (with the ``composite`` rows) and ``drivers.parquet``
@@ -220,7 +237,8 @@ class ScoreRun:
         file; returns the alerts."""
         t0 = time.perf_counter()
         s = self.settings
-        past = history.load_history(self.db_path, self.run_date)
+        past = history.load_history(self.db_path, self.run_date, groupings=s.alert_groupings,
+                                    last_runs=s.trend_window)
         trend = history.trends(sat, past, self.run_date, self.run_id, s.trend_window,
                                s.alert_groupings)
         self.alerts = history.alerts(trend, s.alert_drop, s.alert_complaint_rise, s.alert_alpha)
@@ -257,6 +275,9 @@ class ScoreRun:
             "rows_rejected": s.rows_rejected,
             "warnings": s.warnings,
             "failed_files": s.failed_files,
+            "encodings": s.encodings,
+            "cached": s.cached,
+            "parts_reused": s.parts_reused,
             "seconds": {k: round(v, 3) for k, v in s.seconds.items()},
             "prior_strength": self.settings.prior_strength,
             "min_mentions": self.settings.min_mentions,
@@ -280,7 +301,9 @@ class ScoreRun:
         staged = {name: pd.read_parquet(self.staging.path(f"{name}.parquet"))
                   for name in ("drivers", "trends", "alerts", "complaint_terms")
                   if self.staging.path(f"{name}.parquet").is_file()}
-        past = history.load_history(self.db_path, self.run_date)
+        # The trend chart shows the overall figures of the last 90 run dates.
+        past = history.load_history(self.db_path, self.run_date, groupings=["all"],
+                                    last_runs=90)
         path = render_report(
             self.staging.path("report.html"), self.run_record(), sat, negative_any, rejected,
             drivers=staged.get("drivers"), trends=staged.get("trends"),
@@ -291,15 +314,13 @@ class ScoreRun:
 
     def publish(self) -> dict[str, Path]:
         """Move the staged files into ``--out`` and load them into the DuckDB file."""
-        names = ["reviews.parquet", "rejected.parquet", "warnings.parquet",
-                 "satisfaction.parquet", "drivers.parquet", "trends.parquet",
-                 "alerts.parquet", "complaint_terms.parquet", "report.html"]
-        published = self.staging.publish(names)
+        published = self.staging.publish(list(OUTPUT_FILES))
         record = self.run_record()
         runs_path = self.staging.path("run.parquet")
         write_parquet(
             pd.DataFrame([{**record, "inputs": json.dumps(record["inputs"]),
                            "failed_files": json.dumps(record["failed_files"]),
+                           "encodings": json.dumps(record["encodings"]),
                            "seconds": json.dumps(record["seconds"]),
                            "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,
@@ -318,7 +339,7 @@ class ScoreRun:
             "history_complaint_terms": published["complaint_terms.parquet"],
             "history_runs": history.run_row(record, self._overall_indices()),
         })
-        (self.out_dir / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        atomic_write_text(self.out_dir / "run.json", json.dumps(record, indent=2))
         self.staging.cleanup()
         published[self.settings.duckdb_name] = db
         return published
@@ -333,7 +354,7 @@ class ScoreRun:
         return self.publish()
 
     def _overall_indices(self) -> dict[str, float]:
-        """Index of every dimension over all reviews, from the staged satisfaction table."""
+        """Index of every dimension over all reviews, from the published satisfaction table."""
         sat = pd.read_parquet(self.out_dir / "satisfaction.parquet",
                               columns=["grouping", "dimension", "index"])
         return dict(sat[sat["grouping"] == "all"].set_index("dimension")["index"])

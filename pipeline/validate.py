@@ -138,7 +138,13 @@ def _parse_rating(value: str) -> float | None:
     return rating
 
 
+#: Words pandas would turn into the current time: a re-run must not change the data.
+_RELATIVE_DATES = {"now", "today", "tomorrow", "yesterday"}
+
+
 def _parse_date(value: str) -> pd.Timestamp:
+    if value.strip().lower() in _RELATIVE_DATES:
+        raise ValueError("a relative date, not a date")
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)

@@ -16,6 +16,8 @@ SAMPLE_LABELS = ROOT / "data" / "sample" / "labels.jsonl"
 # Prefect keeps its state under PREFECT_HOME; tests must not touch the user's.
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".pytest_cache" / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The embedded server needs more than its default 20 s to start on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # Prefect's console handler outlives pytest's captured streams at exit; keep it quiet.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 

@@ -188,5 +188,5 @@ def test_cli_reports_missing_input(tmp_path, tiny_baseline_dir):
          "--out", str(tmp_path / "o"), "--model", str(tiny_baseline_dir), "--no-progress"],
         capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # no usable input at all (README: exit 2)
     assert "no such file" in result.stderr

@@ -1,4 +1,5 @@
-"""The satisfaction table recomputes exactly from reviews.parquet with the documented formulas."""
+"""The satisfaction table recomputes exactly from reviews.parquet with the documented formulas
+(pipeline/scoring.py docstring, README "Index definitions"), composite included."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +7,17 @@ import pytest
 from scipy import stats
 
 from pipeline.schema import DIMENSIONS
-from pipeline.scoring import count_mentions, satisfaction_table
+from pipeline.scoring import count_mentions, satisfaction_table, with_composite
+
+GROUP_KEYS = {
+    "all": lambda f: pd.Series("all", index=f.index),
+    "product_id": lambda f: f["product_id"],
+    "category": lambda f: f["category"],
+    "lang": lambda f: f["lang"],
+    "day": lambda f: f["created_at"].dt.strftime("%Y-%m-%d"),
+    "week": lambda f: f["created_at"].dt.isocalendar().pipe(
+        lambda c: c["year"].astype(str) + "-W" + c["week"].astype(str).str.zfill(2)),
+}
 
 
 def make_reviews(tmp_path, n=400, seed=0):
@@ -42,8 +53,50 @@ def expected_row(group: pd.DataFrame, dim: str, prior_mean: float, strength: flo
         "mentions": pos + neg + neu,
         "index": 100 * a / (a + b),
         "index_low": 100 * stats.beta.ppf(0.025, a, b),
+        "index_high": 100 * stats.beta.ppf(0.975, a, b),
+        "index_se": 100 * np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
         "complaint_rate": neg / len(group),
     }
+
+
+def recompute(frame: pd.DataFrame, weights: dict[str, float], strength: float = 10.0
+              ) -> dict[tuple[str, str, str], dict]:
+    """Every row of the satisfaction table from review rows, with the documented formulas."""
+    want = {}
+    for grouping, key in GROUP_KEYS.items():
+        keys = key(frame)
+        for name, group in frame[keys.notna()].groupby(keys[keys.notna()]):
+            for dim in (*DIMENSIONS, "overall"):
+                col = "sentiment" if dim == "overall" else dim
+                mentioned = frame[frame[col] != "none"]
+                prior = 100 * ((mentioned[col] == "positive").sum()
+                               + (mentioned[col] == "neutral").sum() / 2) / len(mentioned)
+                want[grouping, str(name), dim] = (
+                    expected_row(group, dim, 50.0, 2.0) if grouping == "all"
+                    else expected_row(group, dim, prior, strength))
+            rows = [want[grouping, str(name), d] for d in DIMENSIONS]
+            w = [weights[d] for d in DIMENSIONS]
+            index = sum(wi * r["index"] for wi, r in zip(w, rows, strict=True))
+            se = np.sqrt(sum(wi**2 * r["index_se"] ** 2 for wi, r in zip(w, rows, strict=True)))
+            want[grouping, str(name), "composite"] = {
+                "reviews": len(group),
+                "mentions": sum(r["mentions"] for r in rows),
+                "index": index, "index_se": se,
+                "index_low": max(0.0, index - 1.96 * se),
+                "index_high": min(100.0, index + 1.96 * se),
+                "complaint_rate": sum(wi * r["complaint_rate"]
+                                      for wi, r in zip(w, rows, strict=True)),
+            }
+    return want
+
+
+def assert_matches(sat: pd.DataFrame, want: dict) -> None:
+    got = sat.set_index(["grouping", "group", "dimension"])
+    assert len(got) == len(want)
+    for key, values in want.items():
+        row = got.loc[key]
+        for col, value in values.items():
+            assert row[col] == pytest.approx(value, rel=1e-9, abs=1e-12), (key, col)
 
 
 @pytest.mark.parametrize("grouping", ["all", "product_id", "category", "lang"])
@@ -83,3 +136,25 @@ def test_day_groups_use_review_dates(tmp_path):
     sat = satisfaction_table(count_mentions(path))
     days = sorted(sat[sat.grouping == "day"]["group"].unique())
     assert days == sorted(frame["created_at"].dt.strftime("%Y-%m-%d").unique())
+
+
+def test_composite_and_week_recompute_from_reviews(tmp_path):
+    frame, path = make_reviews(tmp_path)
+    weights = {"logistics": 0.4, "quality": 0.3, "service": 0.2, "privacy": 0.1}
+    sat = with_composite(satisfaction_table(count_mentions(path)), weights)
+    assert set(sat["grouping"]) == set(GROUP_KEYS)
+    assert set(sat["dimension"]) == {*DIMENSIONS, "overall", "composite"}
+    assert_matches(sat, recompute(frame, weights))
+    weeks = sorted(sat[sat.grouping == "week"]["group"].unique())
+    assert weeks == ["2026-W44", "2026-W45"]  # 2026-11-01 is a Sunday
+
+
+def test_published_indices_recompute_from_reviews_parquet(sample_run):
+    """The pipeline's own outputs: satisfaction.parquet from reviews.parquet and the
+    published driver weights, every grouping, dimension and column the README defines."""
+    out, _ = sample_run
+    reviews = pd.read_parquet(out / "reviews.parquet")
+    sat = pd.read_parquet(out / "satisfaction.parquet")
+    drivers = pd.read_parquet(out / "drivers.parquet").set_index("dimension")["weight"]
+    assert drivers.sum() == pytest.approx(1.0)
+    assert_matches(sat, recompute(reviews, drivers.to_dict()))

@@ -2,12 +2,17 @@
 into place only when the run succeeds; the DuckDB file is updated in one transaction.
 
 A run that dies half-way therefore leaves the previous run's outputs untouched.
+
+Every path written is checked to lie inside ``--out`` (:func:`inside`): names that come from
+configuration (the DuckDB file name) cannot point elsewhere with ``..``, an absolute path or
+a symbolic link.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -15,7 +20,42 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.io.readers import InputError
+
 STAGING_PREFIX = ".staging-"
+
+
+class UnsafePath(InputError, ValueError):
+    """A configured or derived output path would land outside ``--out`` (the CLI exits 2)."""
+
+
+def inside(out_dir: Path, name: str | Path) -> Path:
+    """``out_dir / name`` resolved, provided it stays inside ``out_dir`` (else :class:`UnsafePath`).
+
+    Symbolic links are resolved, so a link in ``--out`` pointing elsewhere is refused too.
+    """
+    root = Path(out_dir).resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise UnsafePath(f"{name!s}: resolves to {target}, outside the output folder {root}; "
+                         "use a plain file name")
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: readers (and a run killed mid-write) see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 class TableWriter:
@@ -66,7 +106,7 @@ class Staging:
         """Move the named staged files into ``out_dir`` (each move is atomic)."""
         published = {}
         for name in names:
-            target = self.out_dir / name
+            target = inside(self.out_dir, name)
             os.replace(self.path(name), target)
             published[name] = target
         return published
@@ -82,25 +122,32 @@ def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = No
     return path
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def publish_duckdb(db_path: Path, tables: dict[str, Path]) -> None:
-    """Replace each named table in ``db_path`` with the Parquet file's content, atomically."""
+    """Replace each named table in ``db_path`` with the Parquet file's content, atomically.
+
+    One transaction: a run killed part-way leaves every table as it was. A transient failure
+    (another process holding the file's lock, an I/O error) is retried with backoff
+    (:func:`pipeline.retry.retry`); the transaction is rolled back before each retry.
+    """
+    from pipeline.retry import retry
+
+    for name in tables:
+        if not name.isidentifier():  # table names are internal; still never interpolate junk
+            raise ValueError(f"bad table name {name!r}")
+    retry(lambda: _publish_duckdb_once(db_path, tables), f"DuckDB write to {db_path}")
+
+
+def _publish_duckdb_once(db_path: Path, tables: dict[str, Path]) -> None:
     con = duckdb.connect(str(db_path))
     try:
         con.execute("BEGIN TRANSACTION")
-        for name, parquet in tables.items():
-            if not name.isidentifier():
-                raise ValueError(f"bad table name {name!r}")
-            con.execute(
-                f"CREATE OR REPLACE TABLE {name} AS "
-                f"SELECT * FROM read_parquet({_sql_string(str(parquet))})"
-            )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        try:
+            for name, parquet in tables.items():
+                con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)",
+                            [str(parquet)])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     finally:
         con.close()

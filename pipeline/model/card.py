@@ -32,6 +32,13 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
         f"| {head} | {c['n']} | {c['temperature']} | {c['ece_before']} | {c['ece_after']} |"
         for head, c in calib.items()
     )
+    distilled = (
+        f" Distilled from the teacher `{Path(config['teacher']).name}` (gold-label loss weight "
+        f"{config.get('distill_alpha')}, temperature {config.get('distill_temperature')}): the "
+        "student also learns the teacher's soft labels on every row, including the dimension "
+        "heads on corpus rows that have no dimension labels."
+        if config.get("teacher") else ""
+    )
     card = f"""# {meta.get('name')}: bilingual review sentiment and four-dimension sentiment
 
 One forward pass predicts overall sentiment (positive/negative/neutral) and, for each of
@@ -46,7 +53,7 @@ Mean pooling, one linear layer for all heads. Inputs are prefixed with `{meta.ge
 
 ## Training
 Trained on this project's 2-core CPU machine (no GPU was available for this model), in
-{meta.get('train_seconds')} s. Configuration:
+{meta.get('train_seconds')} s.{distilled} Configuration:
 
 ```json
 {json.dumps(config, indent=2, ensure_ascii=False)}

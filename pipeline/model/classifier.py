@@ -62,11 +62,19 @@ def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiT
     return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
 
 
-def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict) -> Path:
-    """Write a model folder (safetensors weights, encoder config, tokenizer, metadata)."""
+def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
+               dtype: torch.dtype = torch.float16) -> Path:
+    """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
+
+    Weights are stored as ``dtype`` (fp16 by default: half the size, and loading casts back
+    to fp32, so CPU inference is unchanged apart from rounding).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     model.encoder.config.save_pretrained(directory)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(directory / "model.safetensors"))
     tokenizer.save_pretrained(directory)
     (directory / META_FILE).write_text(
@@ -116,7 +124,13 @@ class TransformerClassifier:
         if quantize is None:
             quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
         if quantize:
-            model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            import warnings
+
+            with warnings.catch_warnings():  # torch announces a future API move; not ours
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(
+                    model, {nn.Linear}, dtype=torch.qint8
+                )
         return cls(model, tokenizer, meta, device, batch_size, max_chars)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -151,6 +165,44 @@ class TransformerClassifier:
 
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
         return self.predict_texts(list(reviews["text_norm"]))
+
+
+class EnsembleClassifier:
+    """The transformer's calibrated probabilities averaged with the TF-IDF baseline's.
+
+    Set by ``"ensemble": {"baseline": "<folder, relative to the model>", "weight": w}`` in
+    ``revsat_model.json``: p = w * p_transformer + (1 - w) * p_baseline for every head. The two
+    models make different errors (subwords in context vs jieba n-grams), so the mix beats each
+    alone on held-out rows (see the model card).
+    """
+
+    def __init__(self, transformer: TransformerClassifier, baseline, weight: float) -> None:
+        self.transformer = transformer
+        self.baseline = baseline
+        self.weight = weight
+        self.version = f"{transformer.version}+{baseline.version}@{weight:g}"
+        self.seconds = transformer.seconds
+
+    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        base = self.baseline.predict_batch(reviews)
+        other = time.perf_counter() - t0
+        deep = self.transformer.predict_batch(reviews)
+        self.seconds["baseline"] = self.seconds.get("baseline", 0.0) + other
+        w = self.weight
+        return {k: w * deep[k] + (1 - w) * base[k] for k in deep}
+
+
+def load_any(directory: Path, **kwargs) -> TransformerClassifier | EnsembleClassifier:
+    """A transformer folder, wrapped in :class:`EnsembleClassifier` when its metadata says so."""
+    clf = TransformerClassifier.load(directory, **kwargs)
+    spec = clf.meta.get("ensemble")
+    if not spec:
+        return clf
+    from pipeline.classify import BaselineClassifier
+
+    baseline = BaselineClassifier((directory / spec["baseline"]).resolve())
+    return EnsembleClassifier(clf, baseline, float(spec["weight"]))
 
 
 def directory_name(meta: dict) -> str:

@@ -54,15 +54,17 @@ def evaluate_classifier(clf: Classifier, sent: pd.DataFrame, dims: pd.DataFrame)
 
 
 def evaluate_models(specs: list[str], shared: Path | None,
-                    max_per_corpus: int | None = None) -> dict[str, dict]:
-    """Evaluate each model spec on the same held-out rows."""
+                    max_per_corpus: int | None = None,
+                    quantize: bool | None = None) -> dict[str, dict]:
+    """Evaluate each model spec on the same held-out rows (``quantize``: int8 on/off/as the
+    model folder says)."""
     shared = require_shared(shared)
     sent, dims = held_out(shared, max_per_corpus)
     # Gold language from the corpus (zh/en), not from the detector.
     sent = sent.assign(lang_gold=sent["lang"])
     results = {}
     for spec in specs:
-        clf = load_classifier(spec, Settings())
+        clf = load_classifier(spec, Settings(quantize=quantize))
         results[spec] = {"version": clf.version, **evaluate_classifier(clf, sent, dims)}
     return results
 

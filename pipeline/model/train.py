@@ -51,6 +51,9 @@ class TrainConfig:
     prefix: str = "query: "
     int8_dynamic: bool = False
     version: str = "revsat-e5s-mt"
+    teacher: str | None = None  # model folder whose soft labels the student also learns
+    distill_alpha: float = 0.5  # weight of the gold-label loss; 1 - alpha for the teacher's
+    distill_temperature: float = 2.0
     corpus_caps: dict[str, int] = field(
         default_factory=lambda: {"online_shopping_10_cats": 15_000, "womens_clothing": 8_000}
     )
@@ -83,10 +86,19 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[n
     return batches
 
 
+def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarray]:
+    """Raw (uncalibrated) logits of a trained model folder for ``texts``."""
+    clf = TransformerClassifier.load(Path(teacher), batch_size=64)
+    return clf.logits([normalise(t) for t in texts])
+
+
 def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame) -> Path:
     """Fine-tune on ``train_rows``, calibrate on ``dev_rows`` and save to ``config.out``.
 
     Both frames have ``text`` and ``sentiment`` and, where labelled, the dimension columns.
+    With ``config.teacher`` the loss is ``alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher ||
+    student)`` at temperature T on every head of every row (Hinton et al. 2015), so rows
+    without dimension labels still teach the dimension heads through the teacher.
     """
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -113,6 +125,13 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(steps - warm, 1)))
     )
     ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    soft = None
+    if config.teacher:
+        log.info("computing teacher logits for %d rows", len(train_rows))
+        soft = {k: torch.from_numpy(v) for k, v in
+                teacher_logits(config.teacher, list(train_rows["text"])).items()}
+    temp = config.distill_temperature
+    alpha = config.distill_alpha if soft is not None else 1.0
     pad = tokenizer.pad_token_id
     model.train()
     t0 = time.perf_counter()
@@ -130,9 +149,14 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         y = labels[batch]
         loss = torch.zeros(())
         for j, name in enumerate(HEADS):
+            weight = 1.0 if j == 0 else config.dimension_weight
             if (y[:, j] != IGNORE).any():
-                weight = 1.0 if j == 0 else config.dimension_weight
-                loss = loss + weight * ce(out[name], y[:, j])
+                loss = loss + alpha * weight * ce(out[name], y[:, j])
+            if soft is not None:
+                target = torch.softmax(soft[name][batch] / temp, dim=-1)
+                log_p = torch.log_softmax(out[name] / temp, dim=-1)
+                kl = nn.functional.kl_div(log_p, target, reduction="batchmean")
+                loss = loss + (1 - alpha) * weight * temp**2 * kl
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

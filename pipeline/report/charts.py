@@ -31,7 +31,8 @@ def _use_cjk_fallback() -> None:
         installed = {f.name for f in font_manager.fontManager.ttflist}
     cjk = [name for name in _CJK_FONTS if name in installed]
     if cjk:
-        plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *cjk]
+        # Fallback works across the families of font.family, not inside the generic list.
+        plt.rcParams["font.family"] = ["sans-serif", *cjk]
 
 
 _use_cjk_fallback()
@@ -46,6 +47,13 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label(text: str, width: int = 40) -> str:
+    """A group name as a tick label: shortened, and ``$`` escaped (it would start mathtext)."""
+    text = str(text)
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def index_chart(sat: pd.DataFrame) -> str:
@@ -90,6 +98,7 @@ def complaint_chart(sat: pd.DataFrame, grouping: str = "category") -> str | None
         return None
     pivot = rows.pivot(index="group", columns="dimension", values="complaint_rate")
     pivot = pivot.reindex(columns=list(DIMENSIONS)).fillna(0) * 100
+    pivot.index = [_label(g) for g in pivot.index]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(pivot) + 1.5))
     pivot.plot.barh(ax=ax, width=0.8)
     ax.invert_yaxis()
@@ -111,7 +120,8 @@ def _index_lines(pivot: pd.DataFrame, xlabel: str | None = None):
     if xlabel:
         ax.set_xlabel(xlabel)
     ax.tick_params(axis="x", rotation=45, labelsize=8)
-    ax.legend(fontsize=8, ncol=6, loc="lower center")
+    # Above the plot: inside it the legend would hide the lines near the bottom.
+    ax.legend(fontsize=8, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig, ax
 
 

@@ -1,0 +1,63 @@
+"""Prefect flow ``nightly-score``: score the export files of a directory that the ledger has
+not seen yet (by content hash), then record them. Thin: the ledger is :mod:`pipeline.ledger`,
+the scoring is the ``score-reviews`` flow (run as a subflow).
+
+Deployed as ``nightly-score`` by ``prefect.yaml`` (cron, default 02:00) or served from one
+process by ``revsat serve``.
+"""
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.score import score_reviews
+from pipeline import ledger
+from pipeline.config import Settings
+from pipeline.history import AlertsRaised
+
+
+@flow(name="nightly-score")
+def nightly_score(
+    input_dir: str,
+    out: str,
+    model: str = "default",
+    pattern: str = "*",
+    run_date: date | None = None,
+    rescore: bool = False,
+    warehouse: str | None = None,
+    task_runner: str = "sequential",
+    dask_address: str | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
+    into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
+    a date). Returns the run record plus ``new_files``; ``{"skipped": True}`` when nothing is
+    new."""
+    logger = get_run_logger()
+    settings = Settings(model=model, progress=False)
+    db = Path(out) / settings.duckdb_name
+    paths = ledger.discover(input_dir, pattern)
+    files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]
+             if rescore else ledger.new_files(db, paths))
+    logger.info("%d file(s) found in %s, %d to score", len(paths), input_dir, len(files))
+    if not files:
+        return {"skipped": True, "new_files": [], "found": len(paths)}
+
+    def remember(record: dict) -> None:
+        failed = set(record["failed_files"])
+        ledger.record(db, [f for f in files if str(f.path) not in failed], record["run_id"],
+                      date.fromisoformat(record["run_date"]))
+
+    try:
+        record = score_reviews(
+            [str(f.path) for f in files], out, model=model, run_date=run_date,
+            settings=settings, task_runner=task_runner, dask_address=dask_address,
+            workers=workers, warehouse=warehouse,
+        )
+    except AlertsRaised as exc:  # outputs were published: the files count as scored
+        remember(exc.record)
+        raise
+    remember(record)
+    record["new_files"] = [str(f.path) for f in files]
+    return record
