@@ -63,7 +63,7 @@ Data: the `train` split (by normalised text) of the Chinese corpora (online_shop
 waimai_10k, ChnSentiCorp_htl_all) and English corpora (Blitzer MDSD, Women's clothing
 e-commerce with 3 stars as neutral, UCI Amazon cells) for sentiment; the seed dimension labels'
 `train` split plus the project's hand-written examples (`data/train_extra/`) for dimensions.
-Row ids per split: `training_manifest.json`.
+Row ids per split: `training_manifest.json` (gzipped in the shipped folder).
 
 ## Held-out results
 Test split (by normalised text; never trained on). Sentiment accuracy on the two-class
