@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from pipeline.io.writers import duckdb_transaction
 from pipeline.schema import DIMENSIONS
 
 
@@ -329,18 +330,10 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table,
 
 
 def _write(db: Path, sources: dict[str, Path | pa.Table], replace_date: date | None) -> None:
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with duckdb_transaction(db) as con:
         existing = _tables(con)
         for name, source in sources.items():
             _insert(con, name, source, existing, replace_date)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
 
 
 def append_history(db: Path, run_date: date, sources: dict[str, Path | pa.Table]) -> None:

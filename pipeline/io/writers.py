@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -137,17 +139,25 @@ def publish_duckdb(db_path: Path, tables: dict[str, Path]) -> None:
     retry(lambda: _publish_duckdb_once(db_path, tables), f"DuckDB write to {db_path}")
 
 
-def _publish_duckdb_once(db_path: Path, tables: dict[str, Path]) -> None:
+@contextmanager
+def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to ``db_path`` inside one transaction: committed if the block succeeds,
+    rolled back (nothing changed) if it raises."""
     con = duckdb.connect(str(db_path))
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            for name, parquet in tables.items():
-                con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)",
-                            [str(parquet)])
+            yield con
             con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             con.execute("ROLLBACK")
             raise
     finally:
         con.close()
+
+
+def _publish_duckdb_once(db_path: Path, tables: dict[str, Path]) -> None:
+    with duckdb_transaction(db_path) as con:
+        for name, parquet in tables.items():
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)",
+                        [str(parquet)])
