@@ -101,9 +101,6 @@ class Staging:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def writer(self, name: str, schema: pa.Schema) -> TableWriter:
-        return TableWriter(self.path(name), schema)
-
     def publish(self, names: list[str]) -> dict[str, Path]:
         """Move the named staged files into ``out_dir`` (each move is atomic)."""
         published = {}

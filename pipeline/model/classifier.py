@@ -114,7 +114,7 @@ class TransformerClassifier:
         self.max_length = int(meta.get("max_length", 256))
         self.prefix = meta.get("prefix", "query: ")
         self.temperatures = {k: float(v) for k, v in meta.get("temperatures", {}).items()}
-        self.version = str(meta.get("version", directory_name(meta)))
+        self.version = str(meta.get("version", meta.get("name", "transformer")))
         self.seconds = {"tokenise": 0.0, "model": 0.0}
 
     @classmethod
@@ -203,10 +203,6 @@ def load_any(directory: Path, **kwargs) -> TransformerClassifier | EnsembleClass
 
     baseline = BaselineClassifier((directory / spec["baseline"]).resolve())
     return EnsembleClassifier(clf, baseline, float(spec["weight"]))
-
-
-def directory_name(meta: dict) -> str:
-    return str(meta.get("name", "transformer"))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
