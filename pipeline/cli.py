@@ -85,10 +85,7 @@ def score(
                      "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads}.items()
         if v is not None
     }
-    try:
-        parsed_date = date.fromisoformat(run_date) if run_date else None
-    except ValueError:
-        raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
+    parsed_date = _run_date(run_date)
     settings = Settings(model=model, progress=progress, **overrides)
     _check_task_runner(task_runner)
     from flows.score import score_reviews
@@ -153,10 +150,7 @@ def nightly(
     _check_task_runner(task_runner)
     from flows.nightly import nightly_score
 
-    try:
-        parsed_date = date.fromisoformat(run_date) if run_date else None
-    except ValueError:
-        raise typer.BadParameter(f"--run-date {run_date!r} is not YYYY-MM-DD") from None
+    parsed_date = _run_date(run_date)
     record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
                            run_date=parsed_date, rescore=rescore, warehouse=warehouse,
                            task_runner=task_runner, workers=workers)
@@ -193,6 +187,14 @@ def serve(
     if warehouse:
         params["warehouse"] = warehouse
     nightly_score.serve(name=name, schedule=Cron(cron, timezone=timezone), parameters=params)
+
+
+def _run_date(value: str | None) -> date | None:
+    """``--run-date`` as a date (None: today, decided by the run)."""
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        raise typer.BadParameter(f"--run-date {value!r} is not YYYY-MM-DD") from None
 
 
 def _print_summary(record: dict) -> None:

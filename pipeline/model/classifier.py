@@ -19,16 +19,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pipeline.model.base import mean_pool
 from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
 
 HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
 META_FILE = "revsat_model.json"
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Average token vectors over the attention mask (how e5 was trained)."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
 
 
 class MultiTaskModel(nn.Module):

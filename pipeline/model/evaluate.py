@@ -38,9 +38,8 @@ def evaluate_classifier(clf: Classifier, sent: pd.DataFrame, dims: pd.DataFrame)
     t0 = time.perf_counter()
     probs = clf.predict_batch(sent)["sentiment"]
     out: dict = {"sentiment": {}, "sentiment_by_lang": {}}
+    frame = sent if "lang_gold" in sent else sent.assign(lang_gold=sent["lang"])
     for key, column in (("sentiment", "corpus"), ("sentiment_by_lang", "lang_gold")):
-        frame = sent.assign(lang_gold=sent["lang"] if "lang_gold" not in sent else sent[
-            "lang_gold"])
         for name, idx in frame.groupby(column).indices.items():
             part = frame.iloc[idx]
             metrics = sentiment_metrics(part["sentiment"], probs[idx])
