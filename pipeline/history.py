@@ -329,23 +329,40 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table,
         con.unregister("_src")
 
 
-def _write(db: Path, sources: dict[str, Path | pa.Table], replace_date: date | None) -> None:
-    with duckdb_transaction(db) as con:
-        existing = _tables(con)
-        for name, source in sources.items():
-            _insert(con, name, source, existing, replace_date)
-
-
-def append_history(db: Path, run_date: date, sources: dict[str, Path | pa.Table]) -> None:
-    """Replace ``run_date``'s rows of each history table with ``sources``, in one transaction.
+def write_history(con: duckdb.DuckDBPyConnection, run_date: date,
+                  sources: dict[str, Path | pa.Table]) -> None:
+    """Replace ``run_date``'s rows of each history table with ``sources`` on ``con`` (inside
+    the caller's transaction).
 
     ``sources`` maps a history table name to a Parquet file or an Arrow table. Tables are
     created on first use; columns new to an existing table are added (older rows get null).
     ``run_date`` columns are stored as DATE.
     """
-    _write(db, sources, run_date)
+    existing = _tables(con)
+    for name, source in sources.items():
+        _insert(con, name, source, existing, run_date)
 
 
-def append_log(db: Path, name: str, source: Path | pa.Table) -> None:
+def write_log(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table) -> None:
     """Append ``source`` to table ``name`` as is (no replacement), adding new columns."""
-    _write(db, {name: source}, None)
+    _insert(con, name, source, _tables(con), None)
+
+
+def append_history(db: Path, run_date: date, sources: dict[str, Path | pa.Table]) -> None:
+    """:func:`write_history` in a transaction of its own on the database file ``db``."""
+    with duckdb_transaction(db) as con:
+        write_history(con, run_date, sources)
+
+
+def run_logged(db: Path, run_id: str) -> bool:
+    """Whether ``db``'s ``runs`` log holds ``run_id`` (its publication transaction committed)."""
+    if not db.is_file():
+        return False
+    con = duckdb.connect(str(db))  # not read-only: a killed writer's WAL may need replaying
+    try:
+        if "runs" not in _tables(con):
+            return False
+        return con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
+                           [run_id]).fetchone()[0] > 0
+    finally:
+        con.close()

@@ -34,6 +34,7 @@ from pipeline.config import Settings
 from pipeline.io.readers import Chunk, find_columns
 from pipeline.io.writers import TableWriter
 from pipeline.preprocess import preprocess
+from pipeline.retry import retry
 from pipeline.schema import DIMENSIONS, REJECTED_SCHEMA, REVIEWS_SCHEMA, WARNINGS_SCHEMA
 from pipeline.validate import IdRegistry, validate_chunk
 
@@ -71,12 +72,17 @@ class PartCounts:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (streamed): identifies an input across re-runs."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes (streamed): identifies an input across re-runs. A transient
+    read error (network mount) is retried with backoff; a missing file fails at once."""
+
+    def digest_once() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return retry(digest_once, f"hashing {path}")
 
 
 def part_name(file_order: int, chunk_index: int) -> str:

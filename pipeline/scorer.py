@@ -134,7 +134,9 @@ class ScoreRun:
             id_column=id_column,
             cache_dir=None if full else str(self.cache_dir),
         )
-        self.staging = Staging(self.out_dir, self.run_id)
+        # A publication interrupted by a crash is completed (or dropped) here, first.
+        self.staging = Staging(self.out_dir, self.run_id,
+                               committed=lambda run_id: history.run_logged(self.db_path, run_id))
 
     def chunks(self, path: Path) -> Iterator[tuple[Chunk, int, int]]:
         """Yield ``(chunk, file_order, chunk_index)`` for one input; an unreadable file is
@@ -313,9 +315,11 @@ class ScoreRun:
         return path
 
     def publish(self) -> dict[str, Path]:
-        """Move the staged files into ``--out`` and load them into the DuckDB file."""
-        published = self.staging.publish(list(OUTPUT_FILES))
+        """Publish the staged snapshot: DuckDB first (tables, run log and history in one
+        transaction), then every output file at once (see :class:`Staging`)."""
         record = self.run_record()
+        names = [*OUTPUT_FILES, "run.json"]
+        atomic_write_text(self.staging.path("run.json"), json.dumps(record, indent=2))
         runs_path = self.staging.path("run.parquet")
         write_parquet(
             pd.DataFrame([{**record, "inputs": json.dumps(record["inputs"]),
@@ -325,22 +329,28 @@ class ScoreRun:
                            "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,
         )
+        staged = {name: self.staging.path(name) for name in OUTPUT_FILES}
+        history_sources = {
+            "history_satisfaction": staged["satisfaction.parquet"],
+            "history_drivers": staged["drivers.parquet"],
+            "history_alerts": staged["alerts.parquet"],
+            "history_complaint_terms": staged["complaint_terms.parquet"],
+            "history_runs": history.run_row(record, self._overall_indices()),
+        }
+
+        def log_and_history(con) -> None:
+            history.write_log(con, "runs", runs_path)
+            history.write_history(con, self.run_date, history_sources)
+
+        self.staging.begin(names)
         db = self.db_path
         publish_duckdb(
             db,
-            {name.removesuffix(".parquet"): path for name, path in published.items()
+            {name.removesuffix(".parquet"): path for name, path in staged.items()
              if name.endswith(".parquet")},
+            also=log_and_history,
         )
-        _append_run(db, runs_path)
-        history.append_history(db, self.run_date, {
-            "history_satisfaction": published["satisfaction.parquet"],
-            "history_drivers": published["drivers.parquet"],
-            "history_alerts": published["alerts.parquet"],
-            "history_complaint_terms": published["complaint_terms.parquet"],
-            "history_runs": history.run_row(record, self._overall_indices()),
-        })
-        atomic_write_text(self.out_dir / "run.json", json.dumps(record, indent=2))
-        self.staging.cleanup()
+        published = self.staging.commit(names)
         published[self.settings.duckdb_name] = db
         return published
 
@@ -354,8 +364,8 @@ class ScoreRun:
         return self.publish()
 
     def _overall_indices(self) -> dict[str, float]:
-        """Index of every dimension over all reviews, from the published satisfaction table."""
-        sat = pd.read_parquet(self.out_dir / "satisfaction.parquet",
+        """Index of every dimension over all reviews, from the staged satisfaction table."""
+        sat = pd.read_parquet(self.staging.path("satisfaction.parquet"),
                               columns=["grouping", "dimension", "index"])
         return dict(sat[sat["grouping"] == "all"].set_index("dimension")["index"])
 
@@ -373,9 +383,3 @@ class ScoreRun:
             write_cache(reviews, self.cache_dir / f"{self.run_id}.parquet",
                         self.classifier.version)
         shutil.rmtree(self.work_dir / "parts", ignore_errors=True)
-
-
-def _append_run(db: Path, run_parquet: Path) -> None:
-    """Append the run to the ``runs`` log (every execution, re-runs included); columns added
-    by newer versions are added to an older table."""
-    history.append_log(db, "runs", run_parquet)

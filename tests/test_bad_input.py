@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 
 import duckdb
@@ -155,6 +156,31 @@ def test_retry_helper_backoff_and_permanent_errors():
     assert sleeps == [0.2]
 
 
+def test_input_hash_retries_a_transient_read_error(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from pipeline.parts import file_digest
+
+    path = tmp_path / "a.csv"
+    path.write_text("text\n好\n", encoding="utf-8")
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    real_open, calls = pathlib.Path.open, {"n": 0}
+
+    def flaky_open(self, *args, **kwargs):
+        if self == path:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError(errno.EIO, "Input/output error (network mount dropped)")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", flaky_open)
+    assert file_digest(path) == expected
+    assert calls["n"] == 2
+    with pytest.raises(FileNotFoundError):  # permanent: no retry, no wait
+        file_digest(tmp_path / "missing.csv")
+
+
 def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
     from pipeline.io import writers
 
@@ -163,11 +189,11 @@ def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
     real = writers._publish_duckdb_once
     calls = {"n": 0}
 
-    def once_locked(db, tables):
+    def once_locked(db, tables, also=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise duckdb.IOException("Could not set lock on file: held by another process")
-        return real(db, tables)
+        return real(db, tables, also)
 
     monkeypatch.setattr(writers, "_publish_duckdb_once", once_locked)
     publish_duckdb(tmp_path / "x.duckdb", {"t": table})
@@ -230,7 +256,7 @@ def test_duckdb_name_outside_out_fails_before_scoring(tmp_path, tiny_baseline_di
     with pytest.raises(UnsafePath):
         ScoreRun(tmp_path / "out", str(tiny_baseline_dir), settings, [SAMPLE])
     assert not (tmp_path / "evil.duckdb").exists()
-    assert not list((tmp_path / "out").glob(".staging-*"))
+    assert not list((tmp_path / "out").glob(".revsat/snapshots/*"))
 
 
 # --- one messy multi-file run --------------------------------------------------------------

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from conftest import SAMPLE
 
 from pipeline.config import Settings
+from pipeline.io.writers import current_snapshot
 from pipeline.schema import DIM_LABELS, DIMENSIONS, REVIEWS_SCHEMA, SENTIMENTS
 from pipeline.scorer import ScoreRun
 
@@ -126,7 +127,12 @@ def test_rerun_gives_identical_results(tmp_path, tiny_baseline_dir):
         outputs.append(pd.read_parquet(tmp_path / "out" / "reviews.parquet").drop(
             columns=["run_id"]))
     pd.testing.assert_frame_equal(outputs[0], outputs[1])
-    assert not list((tmp_path / "out").glob(".staging-*"))
+    # only the published snapshot is kept; every output is a link into it
+    snapshots = list((tmp_path / "out").glob(".revsat/snapshots/*"))
+    assert [p.name for p in snapshots] == [current_snapshot(tmp_path / "out")]
+    for name in ("reviews.parquet", "report.html", "run.json"):
+        link = tmp_path / "out" / name
+        assert link.is_symlink() and link.resolve().parent == snapshots[0].resolve()
 
 
 def test_duplicate_ids_across_chunks_and_files(tmp_path, tiny_baseline_dir):

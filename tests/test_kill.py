@@ -3,6 +3,8 @@
 Invariants after every kill:
 - before publication starts, the previous outputs are byte-identical (Parquet, report,
   run.json) and the DuckDB tables hold the previous rows;
+- output files flip from the previous run to the new one all at once, never a mix, also when
+  the kill lands between the DuckDB commit and the flip (the next run completes the flip);
 - at any point, every output file is complete and readable (never half-written);
 - the next run completes, reuses the finished parts when killed during scoring, and its
   results equal an uninterrupted run's (except run ids and timings).
@@ -42,6 +44,15 @@ sys.path.insert(0, sys.argv[4])
 from pipeline.config import Settings
 from pipeline.scorer import ScoreRun
 out, model, export = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+if len(sys.argv) > 5:  # fault injection inside publication: SIGKILL ourselves at that point
+    import os, signal
+    from pipeline.io import writers
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if sys.argv[5] == "after-db-commit":  # DuckDB committed, files not flipped yet
+        writers._flip = die
+    elif sys.argv[5] == "after-flip":  # files flipped, journal not yet removed
+        writers._fsync_dir = die
 run = ScoreRun(out, model, Settings(chunk_rows={CHUNK}, progress=False), [export])
 for chunk, order, index in run.chunks(export):
     run.score_chunk(chunk, order, index)
@@ -51,9 +62,10 @@ print("parts_reused", run.stats.parts_reused, "cached", run.stats.cached)
 """
 
 
-def start(out: Path, model: Path, export: Path) -> subprocess.Popen:
+def start(out: Path, model: Path, export: Path, fault: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(out), str(model), str(export), str(ROOT)],
+        [sys.executable, "-c", DRIVER, str(out), str(model), str(export), str(ROOT),
+         *([fault] if fault else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -161,12 +173,60 @@ def test_sigkill_at_several_points_then_rerun(tmp_path, tiny_baseline_dir):
         proc.wait()
         readable(out)  # whatever the moment of the kill: no half-written output
         now = digests(out)
-        # Files change only if the kill came after publication started (then they hold the
-        # new run's complete results); the rerun converges either way.
+        # Files change only if the kill came after the flip, and then all together (every
+        # file carries the new run id); the rerun converges either way.
         changed = sorted(n for n in FILES if now[n] != base[n])
+        assert changed in ([], sorted(FILES)), changed
         db_tables(out, tmp_path / f"db-r{attempt}")  # opens, tables present
         stdout = finish(start(out, tiny_baseline_dir, export))
         assert_same(comparable(out), reference)
         results.append((f"kill after {delay:.1f}s" if killed else "finished first",
                         len(changed), int(stdout.split()[1])))
     print("\nkill-and-rerun:", results, f"(uninterrupted run {clean_seconds:.1f}s)")
+
+
+@pytest.mark.parametrize("fault", ["after-db-commit", "after-flip"])
+def test_sigkill_inside_publication(tmp_path, tiny_baseline_dir, fault):
+    """The one window where the DuckDB file and the output files could disagree: a kill
+    between the database commit and the file flip (or right after the flip). Files are
+    all-old or all-new, never mixed, and the next run completes the publication first."""
+    from pipeline import history
+    from pipeline.io.writers import current_snapshot, recover
+
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    big_export(first, 1_500)
+    big_export(second, 2_500)
+    out = tmp_path / "out"
+    finish(start(out, tiny_baseline_dir, first))
+    before = digests(out)
+    before_rows = len(pd.read_parquet(out / "reviews.parquet"))
+    old_snapshot = current_snapshot(out)
+
+    proc = start(out, tiny_baseline_dir, second, fault)
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    readable(out)
+    journal = out / ".revsat" / "publish.json"
+    assert journal.is_file()
+    db = out / "revsat.duckdb"
+    if fault == "after-db-commit":
+        assert digests(out) == before, "files changed before the flip"
+        assert current_snapshot(out) == old_snapshot
+    else:
+        assert current_snapshot(out) != old_snapshot
+        assert len(pd.read_parquet(out / "reviews.parquet")) != before_rows
+    # What the next run does first: complete the publication the database committed.
+    new_run = recover(out, lambda run_id: history.run_logged(db, run_id))
+    assert new_run is not None and current_snapshot(out) == new_run and not journal.exists()
+    con = duckdb.connect(str(db))
+    db_rows = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+    logged = con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [new_run]).fetchone()[0]
+    con.close()
+    assert logged == 1
+    assert len(pd.read_parquet(out / "reviews.parquet")) == db_rows != before_rows
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["run_id"] == new_run
+    assert len(list((out / ".revsat" / "snapshots").iterdir())) == 1
+
+    # and a full rerun on top converges as usual
+    finish(start(out, tiny_baseline_dir, second))
+    assert len(pd.read_parquet(out / "reviews.parquet")) == db_rows

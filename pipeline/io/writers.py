@@ -1,7 +1,9 @@
-"""Atomic output writing: tables are streamed into a staging folder inside ``--out`` and moved
-into place only when the run succeeds; the DuckDB file is updated in one transaction.
+"""Atomic output writing: a run's tables are streamed into a snapshot folder inside ``--out``
+and published all at once when the run succeeds (:class:`Staging`); the DuckDB file is
+updated in one transaction.
 
-A run that dies half-way therefore leaves the previous run's outputs untouched.
+A run that dies at any point therefore leaves the previous run's outputs untouched, or the
+new run's complete outputs.
 
 Every path written is checked to lie inside ``--out`` (:func:`inside`): names that come from
 configuration (the DuckDB file name) cannot point elsewhere with ``..``, an absolute path or
@@ -10,10 +12,13 @@ a symbolic link.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.io.readers import InputError
 
-STAGING_PREFIX = ".staging-"
+log = logging.getLogger("revsat")
 
 
 class UnsafePath(InputError, ValueError):
@@ -87,31 +92,153 @@ class TableWriter:
             self._writer = None
 
 
-class Staging:
-    """A private folder under ``out_dir`` for one run's files, published by rename."""
+WORK_DIR = ".revsat"
+JOURNAL = "publish.json"
 
-    def __init__(self, out_dir: Path, run_id: str) -> None:
+
+class Staging:
+    """One run's output files, written into a fresh *snapshot* folder and published together.
+
+    Layout inside ``--out``::
+
+        .revsat/snapshots/<run id>/reviews.parquet ...   one folder per published run
+        .revsat/current -> snapshots/<run id>             the published snapshot
+        reviews.parquet -> .revsat/current/reviews.parquet (one stable link per output)
+
+    Publishing a run is one atomic rename (:meth:`commit` re-points ``.revsat/current``), so
+    every output flips from the previous run to the new one at the same instant, and a run
+    killed at any moment leaves either the previous set or the new set, never a mix.
+
+    The DuckDB file is updated in one transaction *before* the flip. A journal
+    (``.revsat/publish.json``) records the snapshot being published; if the process dies
+    between the DuckDB commit and the flip, the next run finds the journal and completes the
+    flip when the database already holds the run (``committed``), or drops the snapshot.
+
+    On filesystems without symbolic links the files are copied into place one by one
+    instead (each copy atomic, the set not).
+    """
+
+    def __init__(self, out_dir: Path, run_id: str,
+                 committed: Callable[[str], bool] = lambda run_id: False) -> None:
         self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(f"{STAGING_PREFIX}*"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
-        self.dir = out_dir / f"{STAGING_PREFIX}{run_id}"
+        self.work = out_dir / WORK_DIR
+        self.snapshots = self.work / "snapshots"
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        recover(out_dir, committed)
+        keep = current_snapshot(out_dir)
+        for stale in [*self.snapshots.iterdir(), *out_dir.glob(".staging-*")]:
+            if stale.name != keep:  # left by a killed run (or by an older revsat)
+                shutil.rmtree(stale, ignore_errors=True)
+        self.run_id = run_id
+        self.dir = self.snapshots / run_id
         self.dir.mkdir()
 
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def publish(self, names: list[str]) -> dict[str, Path]:
-        """Move the named staged files into ``out_dir`` (each move is atomic)."""
-        published = {}
-        for name in names:
-            target = inside(self.out_dir, name)
-            os.replace(self.path(name), target)
-            published[name] = target
-        return published
+    def begin(self, names: list[str]) -> None:
+        """Record in the journal that this snapshot is about to be published."""
+        atomic_write_text(self.work / JOURNAL,
+                          json.dumps({"run_id": self.run_id, "names": names}))
+
+    def commit(self, names: list[str]) -> dict[str, Path]:
+        """Publish the snapshot: re-point ``current``, link the outputs, drop the journal and
+        older snapshots. Returns the published paths."""
+        return _flip(self.out_dir, self.run_id, names)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Forget an unpublished snapshot (a failed run); the published one stays."""
+        if current_snapshot(self.out_dir) != self.run_id:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            journal = self.work / JOURNAL
+            if journal.is_file() and json.loads(journal.read_text())["run_id"] == self.run_id:
+                journal.unlink()
+
+
+def current_snapshot(out_dir: Path) -> str | None:
+    """Name (run id) of the published snapshot in ``out_dir``, if any."""
+    pointer = out_dir / WORK_DIR / "current"
+    if pointer.is_symlink():
+        return Path(os.readlink(pointer)).name
+    if pointer.is_file():  # the copy fallback stores the name as text
+        return pointer.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def recover(out_dir: Path, committed: Callable[[str], bool]) -> str | None:
+    """Finish or undo a publication interrupted by a crash (see :class:`Staging`).
+
+    Returns the run id that was completed, or ``None``.
+    """
+    journal = out_dir / WORK_DIR / JOURNAL
+    if not journal.is_file():
+        return None
+    entry = json.loads(journal.read_text(encoding="utf-8"))
+    run_id = entry["run_id"]
+    snapshot = out_dir / WORK_DIR / "snapshots" / run_id
+    if snapshot.is_dir() and committed(run_id):
+        _flip(out_dir, run_id, entry["names"])
+        return run_id
+    journal.unlink()
+    return None
+
+
+def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
+    work = out_dir / WORK_DIR
+    published = {}
+    try:
+        _point(work / "current", f"snapshots/{run_id}")
+        for name in names:
+            inside(out_dir, name)
+            entry, link = out_dir / name, f"{WORK_DIR}/current/{name}"
+            if not (entry.is_symlink() and os.readlink(entry) == link):
+                _point(out_dir / name, link)
+            published[name] = out_dir / name
+    except OSError as exc:  # no symbolic links here: copy each file into place
+        log.warning("symbolic links unavailable in %s (%s); copying outputs instead",
+                    out_dir, exc)
+        for name in names:
+            target = out_dir / name
+            if target.is_symlink():
+                target.unlink()
+            tmp = out_dir / f".{name}.{run_id}.tmp"
+            shutil.copyfile(work / "snapshots" / run_id / name, tmp)
+            os.replace(tmp, target)
+            published[name] = target
+        (work / "current").unlink(missing_ok=True)
+        atomic_write_text(work / "current", run_id)
+    _fsync_dir(out_dir)
+    _fsync_dir(work)
+    (work / JOURNAL).unlink(missing_ok=True)
+    for old in (work / "snapshots").iterdir():
+        if old.name != run_id:
+            shutil.rmtree(old, ignore_errors=True)
+    return published
+
+
+def _point(link: Path, target: str) -> None:
+    """Make ``link`` a symbolic link to ``target`` atomically (new link, then rename over)."""
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.tmp")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist renames in ``path`` (a directory) before the journal goes away."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> Path:
@@ -121,10 +248,12 @@ def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = No
     return path
 
 
-def publish_duckdb(db_path: Path, tables: dict[str, Path]) -> None:
+def publish_duckdb(db_path: Path, tables: dict[str, Path],
+                   also: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
     """Replace each named table in ``db_path`` with the Parquet file's content, atomically.
 
-    One transaction: a run killed part-way leaves every table as it was. A transient failure
+    One transaction, which also runs ``also(connection)`` (the run log and history): a run
+    killed part-way leaves every table as it was. A transient failure
     (another process holding the file's lock, an I/O error) is retried with backoff
     (:func:`pipeline.retry.retry`); the transaction is rolled back before each retry.
     """
@@ -133,7 +262,7 @@ def publish_duckdb(db_path: Path, tables: dict[str, Path]) -> None:
     for name in tables:
         if not name.isidentifier():  # table names are internal; still never interpolate junk
             raise ValueError(f"bad table name {name!r}")
-    retry(lambda: _publish_duckdb_once(db_path, tables), f"DuckDB write to {db_path}")
+    retry(lambda: _publish_duckdb_once(db_path, tables, also), f"DuckDB write to {db_path}")
 
 
 @contextmanager
@@ -153,8 +282,11 @@ def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
-def _publish_duckdb_once(db_path: Path, tables: dict[str, Path]) -> None:
+def _publish_duckdb_once(db_path: Path, tables: dict[str, Path],
+                         also: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
     with duckdb_transaction(db_path) as con:
         for name, parquet in tables.items():
             con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet(?)",
                         [str(parquet)])
+        if also is not None:
+            also(con)

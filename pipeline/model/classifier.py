@@ -57,6 +57,20 @@ def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiT
     return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
 
 
+def student_from(folder: str | Path, keep_layers: Sequence[int]) -> tuple[MultiTaskModel, object]:
+    """A smaller model initialised from a trained one: its embeddings, the encoder layers at
+    ``keep_layers`` (in order) and its heads. Starting from a fine-tuned model (DistilBERT's
+    "one layer in two" initialisation) lets distillation converge in one short run on a CPU.
+    """
+    model, tokenizer, _ = load_model(Path(folder))
+    layers = model.encoder.encoder.layer
+    if not keep_layers or any(not 0 <= i < len(layers) for i in keep_layers):
+        raise ValueError(f"keep_layers {list(keep_layers)} must index the {len(layers)} layers")
+    model.encoder.encoder.layer = nn.ModuleList(layers[i] for i in keep_layers)
+    model.encoder.config.num_hidden_layers = len(keep_layers)
+    return model, tokenizer
+
+
 def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
                dtype: torch.dtype = torch.float16) -> Path:
     """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).

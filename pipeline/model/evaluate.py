@@ -25,9 +25,8 @@ def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFr
     sent = sentiment_rows(shared, max_train=0)
     sent = sent[sent["split"] == "test"]
     if max_per_corpus:
-        sent = sent.groupby("corpus", group_keys=False).apply(
-            lambda g: g.sample(n=min(len(g), max_per_corpus), random_state=0)
-        )
+        # a seeded shuffle, then the first rows of each corpus: the same rows every time
+        sent = sent.sample(frac=1.0, random_state=0).groupby("corpus").head(max_per_corpus)
     dims = dimension_rows(shared)
     dims = dims[dims["split"] == "test"]
     return preprocess(sent.reset_index(drop=True)), preprocess(dims.reset_index(drop=True))

@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from pipeline.model.calibration import expected_calibration_error, fit_temperature
-from pipeline.model.classifier import HEADS, TransformerClassifier, build_model, save_model, softmax
+from pipeline.model.classifier import (
+    HEADS,
+    TransformerClassifier,
+    build_model,
+    save_model,
+    softmax,
+    student_from,
+)
 from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.text import normalise
 
@@ -52,6 +59,8 @@ class TrainConfig:
     int8_dynamic: bool = False
     version: str = "revsat-e5s-mt"
     teacher: str | None = None  # model folder whose soft labels the student also learns
+    init_from: str | None = None  # a trained model folder to start from instead of ``base``
+    keep_layers: list[int] | None = None  # with ``init_from``: which of its layers to keep
     distill_alpha: float = 0.5  # weight of the gold-label loss; 1 - alpha for the teacher's
     distill_temperature: float = 2.0
     corpus_caps: dict[str, int] = field(
@@ -104,7 +113,10 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
     np.random.seed(config.seed)
     rng = random.Random(config.seed)
     torch.set_num_threads(config.threads)
-    model, tokenizer = build_model(config.base, config.num_layers)
+    if config.init_from:
+        model, tokenizer = student_from(config.init_from, config.keep_layers or [])
+    else:
+        model, tokenizer = build_model(config.base, config.num_layers)
     texts = [config.prefix + normalise(t) for t in train_rows["text"]]
     enc = tokenizer(texts, truncation=True, max_length=config.max_length)
     ids = enc["input_ids"]
