@@ -1,6 +1,7 @@
 """The production set-up end to end: a Prefect server backed by PostgreSQL, the
 ``nightly-score`` deployment served by ``revsat serve``, a run triggered through the API, and
-the warehouse tables upserted into PostgreSQL.
+the warehouse tables upserted into PostgreSQL; and the same deployment registered from
+``prefect.yaml`` with ``prefect deploy`` and run by a process worker.
 
 The fixtures install PostgreSQL from Debian packages when it is missing (root only), start a
 throw-away cluster on a free localhost port and a Prefect server on another; everything is
@@ -155,9 +156,14 @@ def prefect_server(postgres, tmp_path_factory):
 
 
 def _flow_run_state(api: str, flow_run_id: str) -> dict:
+    """The flow run as the API reports it (``{}`` when a busy server does not answer in time:
+    callers poll again)."""
     import httpx
 
-    return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+    try:
+        return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()
+    except httpx.TimeoutException:
+        return {"state": {"type": "UNKNOWN"}}
 
 
 def test_served_deployment_runs_on_postgres(prefect_server, postgres, tiny_baseline_dir,
@@ -241,3 +247,62 @@ def test_served_deployment_runs_on_postgres(prefect_server, postgres, tiny_basel
         ) == date(2026, 11, 14)
     finally:
         _stop(serve)
+
+
+def test_prefect_yaml_deployment_runs_on_a_process_worker(prefect_server, tiny_baseline_dir,
+                                                          tmp_path):
+    """The documented production path: ``prefect work-pool create``, ``prefect deploy`` of
+    ``prefect.yaml`` (parameters and time zone overridden on the command line), a process
+    worker, and a run triggered through the API."""
+    import httpx
+
+    api, env = prefect_server
+    env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    shutil.copy(SAMPLE, inbox / "2026-11-15.csv")
+    prefect = str(BIN / "prefect")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([prefect, *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    cli("work-pool", "create", "revsat", "--type", "process")
+    cli("--no-prompt", "deploy", "--name", "nightly-score", "--timezone", "Europe/Berlin",
+        "--param", f"input_dir={inbox}", "--param", f"out={out}",
+        "--param", f"model={tiny_baseline_dir}")
+    deployment = httpx.get(f"{api}/deployments/name/nightly-score/nightly-score",
+                           timeout=10).json()
+    assert deployment["work_pool_name"] == "revsat"
+    assert deployment["parameters"]["out"] == str(out)
+    schedule = deployment["schedules"][0]["schedule"]
+    assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
+
+    log = tmp_path / "worker.log"
+    with log.open("w") as fh:
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "revsat"], env=env,
+                                  cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        r = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
+                       json={"parameters": {"run_date": "2026-11-15"}}, timeout=30)
+        r.raise_for_status()
+        run_id = r.json()["id"]
+        state: dict = {}
+
+        def finished() -> bool:
+            if worker.poll() is not None:
+                raise RuntimeError("worker exited:\n" + log.read_text()[-4000:])
+            state.update(_flow_run_state(api, run_id))
+            return state["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+        _wait(finished, 400, f"flow run {run_id}", log)
+        assert state["state"]["type"] == "COMPLETED", (state["state"], log.read_text()[-4000:])
+        reviews = pd.read_parquet(out / "reviews.parquet")
+        assert len(reviews) > 200
+        sat = pd.read_parquet(out / "satisfaction.parquet")
+        assert (sat["run_date"].dt.date == date(2026, 11, 15)).all()
+    finally:
+        _stop(worker)
