@@ -67,6 +67,7 @@ class PartCounts:
     rejected: int = 0
     warnings: int = 0
     cached: int = 0
+    model_rows: int = 0  # distinct texts the model scored (cached rows and repeats excluded)
     reused: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -151,7 +152,8 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
             counts.seconds["validate"] = time.perf_counter() - t0
             prepared = preprocess(validated.accepted, counts.seconds,
                                   max_chars=spec.settings.get("max_chars"))
-            scored, counts.cached = _classify(prepared, spec, counts.seconds)
+            scored, counts.cached, counts.model_rows = _classify(prepared, spec,
+                                                                 counts.seconds)
             scored["run_id"] = spec.run_id
     t3 = time.perf_counter()
     _write(parts / f"{name}.reviews.parquet", REVIEWS_SCHEMA, scored)
@@ -167,8 +169,13 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
 
 def _classify(
     prepared: pd.DataFrame, spec: PartSpec, seconds: dict[str, float]
-) -> tuple[pd.DataFrame, int]:
-    """Model predictions for rows not in the score cache; cached rows are copied.
+) -> tuple[pd.DataFrame, int, int]:
+    """Model predictions for rows not in the score cache; cached rows are copied. Returns the
+    scored rows, how many came from the cache, and how many texts the model scored.
+
+    Identical texts (same content hash) inside the chunk go through the model once: exports
+    repeat short reviews ("好评", "default positive review") often, and the prediction of a
+    text does not depend on its row.
 
     Adds ``tokenise`` and ``model`` seconds (or ``classify`` for models that do not split
     their time) to ``seconds``.
@@ -181,10 +188,11 @@ def _classify(
     out = prepared.reset_index(drop=True)
     labels = pd.DataFrame(index=out.index, columns=list(PREDICTION_COLUMNS))
     todo = out.index if hit is None else out.index[~hit.to_numpy()]
-    if len(todo):
-        fresh = label_columns(classifier.predict_batch(out.loc[todo]))
-        fresh.index = todo
-        labels.loc[todo] = fresh
+    distinct = out.loc[todo].drop_duplicates("content_hash")
+    if len(distinct):
+        fresh = label_columns(classifier.predict_batch(distinct))
+        fresh.index = distinct["content_hash"].to_numpy()
+        labels.loc[todo] = fresh.loc[out.loc[todo, "content_hash"]].to_numpy()
     n_cached = len(out) - len(todo)
     if n_cached:
         done = out.index.difference(todo)
@@ -201,7 +209,7 @@ def _classify(
         seconds[stage] = seconds.get(stage, 0.0) + value
     rest = time.perf_counter() - t0 - sum(split.values())
     seconds["classify"] = seconds.get("classify", 0.0) + rest
-    return scored, n_cached
+    return scored, n_cached, len(distinct)
 
 
 def _write(path: Path, schema, frame: pd.DataFrame) -> None:

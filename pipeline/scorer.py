@@ -70,6 +70,7 @@ class RunStats:
     rows_rejected: int = 0
     warnings: int = 0
     cached: int = 0  # reviews whose predictions came from the score cache
+    model_rows: int = 0  # distinct texts the model scored (see parts._classify)
     parts_reused: int = 0  # chunks finished by an earlier, interrupted run
     failed_files: dict[str, str] = field(default_factory=dict)
     encodings: dict[str, str] = field(default_factory=dict)
@@ -173,6 +174,7 @@ class ScoreRun:
         s.rows_rejected += counts.rejected
         s.warnings += counts.warnings
         s.cached += counts.cached
+        s.model_rows += counts.model_rows
         s.parts_reused += int(counts.reused)
         for stage, seconds in counts.seconds.items():
             s.add_time(stage, seconds)
@@ -279,6 +281,7 @@ class ScoreRun:
             "failed_files": s.failed_files,
             "encodings": s.encodings,
             "cached": s.cached,
+            "model_rows": s.model_rows,
             "parts_reused": s.parts_reused,
             "seconds": {k: round(v, 3) for k, v in s.seconds.items()},
             "prior_strength": self.settings.prior_strength,

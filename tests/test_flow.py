@@ -112,6 +112,23 @@ def test_ten_thousand_rows_conserve(tmp_path, tiny_baseline_dir):
     assert len(pd.read_parquet(tmp_path / "out" / "reviews.parquet")) == 10_000 - empty
 
 
+def test_repeated_texts_go_through_the_model_once(tmp_path, tiny_baseline_dir):
+    slow = "物流太慢了，等了一周"
+    texts = ["好评", slow, "好评", "Great quality", "好评", slow]
+    export = tmp_path / "dups.csv"
+    pd.DataFrame({"id": range(len(texts)), "text": texts}).to_csv(export, index=False)
+    run = score_all(tmp_path / "out", tiny_baseline_dir, [export], full=True)
+    assert run.stats.rows_scored == 6 and run.stats.model_rows == 3
+    reviews = pd.read_parquet(tmp_path / "out" / "reviews.parquet")
+    for _, same in reviews.groupby("text"):
+        assert same["p_positive"].nunique() == 1 and same["sentiment"].nunique() == 1
+    solo = score_all(tmp_path / "solo", tiny_baseline_dir, [export], full=True,
+                     settings=Settings(progress=False, chunk_rows=1))  # no repeats per chunk
+    assert solo.stats.model_rows == 6
+    other = pd.read_parquet(tmp_path / "solo" / "reviews.parquet")
+    assert np.allclose(reviews["p_positive"], other["p_positive"])
+
+
 def test_unreadable_file_fails_alone(tmp_path, tiny_baseline_dir):
     bad = tmp_path / "corrupt.parquet"
     bad.write_bytes(b"garbage" * 20)
