@@ -83,7 +83,8 @@ def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
 
     return load_any(
         path, device=settings.device, batch_size=settings.batch_size,
-        max_chars=settings.max_chars, quantize=settings.quantize,
+        max_chars=settings.max_chars, quantize=settings.quantize, backend=settings.backend,
+        threads=settings.torch_threads,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for the transformer: cpu, cuda, cuda:1")
     quantize: bool | None = Field(
         None, description="int8 dynamic quantisation on CPU; unset: as the model folder says"
+    )
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="transformer inference engine: onnx (ONNX Runtime, faster on CPU), torch, "
+        "or auto (onnx on CPU when installed, else torch)",
     )
     chunk_rows: int = Field(5000, gt=0, description="rows read, scored and written per chunk")
     batch_size: int = Field(64, gt=0, description="reviews per model forward pass")

@@ -61,6 +61,26 @@ def test_batching_and_length_sorting_do_not_change_results(tiny_model_dir):
         np.testing.assert_allclose(a[name][shuffled.index], c[name], atol=1e-4)
 
 
+def test_onnx_backend_equals_torch(tiny_model_dir):
+    from pipeline.model.classifier import onnx_available, resolve_backend
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    data = preprocess(sample_labelled())  # zh, en, mixed, emoji, long and empty-ish rows
+    runs = {b: load_classifier(str(tiny_model_dir), Settings(backend=b)) for b in
+            ("torch", "onnx", "auto")}
+    assert runs["onnx"].onnx is not None and runs["torch"].onnx is None
+    assert runs["auto"].backend == "onnx"
+    a, b = runs["torch"].predict_batch(data), runs["onnx"].predict_batch(data)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+        assert (a[name].argmax(axis=1) == b[name].argmax(axis=1)).mean() > 0.99
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("auto", "cpu", quantized=True) == "torch"
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_backend("onnx", "cuda")
+
+
 def test_tiny_model_learned_something(tiny_model_dir):
     # Two epochs on 476 rows: not a good model, but clearly better than chance on sentiment.
     data = preprocess(sample_labelled())
