@@ -323,16 +323,19 @@ def bench(
     device: Annotated[str, typer.Option()] = "cpu",
     batch_size: Annotated[int | None, typer.Option()] = None,
     shared: Annotated[Path | None, typer.Option(help="corpora to sample texts from")] = None,
+    model_rows: Annotated[int, typer.Option(
+        help="rows for the model-only throughput (0: skip)")] = 2048,
+    backend: Annotated[str, typer.Option(help="auto, onnx or torch")] = "auto",
 ) -> None:
-    """Benchmark the scoring flow: reviews/s, seconds per stage, peak memory, and the speed-up
-    over a naive transformers pipeline with batch size 1."""
+    """Benchmark the scoring flow: reviews/s, seconds per stage, peak memory, model-only
+    throughput, and the speed-up over a naive transformers pipeline with batch size 1."""
     _setup_logging(False)
     from pipeline.bench import run_bench
     from pipeline.config import Settings
 
     extra = {"batch_size": batch_size} if batch_size else {}
-    settings = Settings(model=model, device=device, progress=False, **extra)
-    result = run_bench(rows, work, model, short, naive_rows, shared, settings)
+    settings = Settings(model=model, device=device, progress=False, backend=backend, **extra)
+    result = run_bench(rows, work, model, short, naive_rows, shared, settings, model_rows)
     typer.echo(json.dumps(result, indent=2))
 
 
