@@ -292,6 +292,27 @@ def train(
     typer.echo(summary_table(results).to_string())
 
 
+@app.command("dimension-cv")
+def dimension_cv(
+    base: Annotated[Path, typer.Option(help="pretrained base folder (revsat base-model)")] = Path(
+        "work/base"),
+    shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
+    unlabelled: Annotated[int, typer.Option(help="unlabelled corpus reviews")] = 4000,
+    layers: Annotated[int, typer.Option(help="encoder layers used for the embeddings")] = 6,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result")] = None,
+) -> None:
+    """5-fold cross-validation on the seed dimension labels of what weak labels (jieba lexicon)
+    and self-training add to the dimension heads (frozen encoder; see the module docs)."""
+    _setup_logging(False)
+    from pipeline.model.dimension_cv import run_dimension_cv
+    from pipeline.training_data import require_shared
+
+    result = run_dimension_cv(require_shared(shared), base, unlabelled, layers)
+    typer.echo(json.dumps(result, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
 @app.command()
 def evaluate(
     models: Annotated[list[str] | None, typer.Argument(help="model names or folders")] = None,
