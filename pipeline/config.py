@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         2000, gt=0, description="characters of a review the model reads; text is stored whole"
     )
     duckdb_name: str = Field("revsat.duckdb", description="DuckDB file name inside --out")
+    duckdb_memory: str = Field(
+        "1GB", description="memory cap of DuckDB's merge and roll-up queries (it spills beyond)"
+    )
     prior_strength: float = Field(
         10.0, ge=0, description="pseudo-mentions pulling small groups toward the overall index"
     )

@@ -26,11 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
+from pipeline.io import duck
 from pipeline.schema import DIMENSIONS
 
 #: Polarity encodings of the response and the predictors (see the module docstring).
@@ -89,7 +89,7 @@ def label_combinations(reviews_parquet: Path) -> pd.DataFrame:
     """Count reviews per distinct (sentiment, dimension labels) combination, in DuckDB."""
     src = "read_parquet('" + str(reviews_parquet).replace("'", "''") + "')"
     cols = ", ".join(["sentiment", *DIMENSIONS])
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         return con.execute(
             f"SELECT {cols}, count(*) AS n FROM {src} GROUP BY ALL ORDER BY ALL"

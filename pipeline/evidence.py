@@ -26,11 +26,11 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.io import duck
 from pipeline.schema import DIMENSIONS
 
 COMPLAINT_TERMS_SCHEMA = pa.schema(
@@ -77,7 +77,7 @@ def term_counts(reviews_parquet: Path) -> tuple[pd.DataFrame, dict[str, int], in
     Returns the term table, the number of negative reviews per dimension and the review count.
     """
     neg = ", ".join(f"count(*) FILTER (WHERE {d} = 'negative') AS {d}" for d in DIMENSIONS)
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         terms = con.execute(
             f"""WITH t AS (SELECT unnest(list_distinct(tokens)) AS term, {", ".join(DIMENSIONS)}
@@ -154,7 +154,7 @@ def add_examples(
         f"WHEN '{d}' THEN r.{d}" for d in DIMENSIONS) + " END"
     conf = "CASE k.dimension " + " ".join(
         f"WHEN '{d}' THEN r.{d}_confidence" for d in DIMENSIONS) + " END"
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         con.register("k", top[["dimension", "term"]])
         # Distinct texts only: exports often repeat a review under several ids.

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from pipeline.classify import label_columns, load_classifier
 from pipeline.config import Settings
+from pipeline.io import duck
 from pipeline.io.readers import Chunk, find_columns
 from pipeline.io.writers import TableWriter
 from pipeline.preprocess import preprocess
@@ -116,7 +116,7 @@ def _cache(cache_dir: str | None) -> pd.DataFrame | None:
 def _load_cache(files: tuple[str, ...]) -> pd.DataFrame:
     """Load the cache files once per worker (keyed by the file list, which grows per run)."""
     glob = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         frame = con.execute(
             f"SELECT DISTINCT ON (content_hash) * FROM read_parquet({glob})"
@@ -233,7 +233,7 @@ def _glob(parts_dir: Path, table: str) -> str:
 def write_cache(reviews: Path, target: Path, model_version: str) -> None:
     """Store the predictions of a published ``reviews.parquet`` for later incremental runs."""
     cols = ", ".join(["content_hash", *PREDICTION_COLUMNS])
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         tmp = target.with_suffix(".tmp")
         con.execute(
@@ -256,7 +256,7 @@ def merge_parts(
     ones go to ``rejected`` with a reason naming the first. Runs out of core in DuckDB.
     Returns row counts of the three tables.
     """
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         con.execute("SET preserve_insertion_order = false")
         order = pd.DataFrame({"source_file": sources, "file_order": range(len(sources))})

@@ -46,6 +46,30 @@ from pipeline.scoring import count_mentions, satisfaction_table, with_composite
 log = logging.getLogger("revsat")
 
 
+def first_complaints(reviews: Path, per_dimension: int = 3) -> pd.DataFrame:
+    """The first ``per_dimension`` reviews (file order) that are negative on each dimension,
+    read batch by batch: the report quotes a few, so a million-row run never loads every text.
+    """
+    import pyarrow.parquet as pq
+
+    found: list[pd.DataFrame] = []
+    need = dict.fromkeys(DIMENSIONS, per_dimension)
+    for batch in pq.ParquetFile(reviews).iter_batches(batch_size=50_000,
+                                                      columns=["text", *DIMENSIONS]):
+        frame = batch.to_pandas()
+        keep = pd.Series(False, index=frame.index)
+        for dim in DIMENSIONS:
+            if need[dim]:
+                hits = frame.index[frame[dim] == "negative"][: need[dim]]
+                keep.loc[hits] = True
+                need[dim] -= len(hits)
+        found.append(frame[keep])
+        if not any(need.values()):
+            break
+    return (pd.concat(found, ignore_index=True) if found
+            else pd.DataFrame(columns=["text", *DIMENSIONS]))
+
+
 def _digest_or_none(path: Path) -> str | None:
     try:
         return file_digest(path)
@@ -298,10 +322,7 @@ class ScoreRun:
     def report(self, sat: pd.DataFrame) -> Path:
         """Render the staged ``report.html``."""
         t0 = time.perf_counter()
-        reviews = pd.read_parquet(
-            self.staging.path("reviews.parquet"), columns=["text", *DIMENSIONS]
-        )
-        negative_any = reviews[(reviews[list(DIMENSIONS)] == "negative").any(axis=1)]
+        negative_any = first_complaints(self.staging.path("reviews.parquet"))
         rejected = pd.read_parquet(self.staging.path("rejected.parquet"), columns=["reason"])
         staged = {name: pd.read_parquet(self.staging.path(f"{name}.parquet"))
                   for name in ("drivers", "trends", "alerts", "complaint_terms")

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline.io import duck
 from pipeline.schema import DIMENSIONS
 
 GROUPINGS: dict[str, str] = {
@@ -81,7 +81,7 @@ def count_mentions(reviews_parquet: Path) -> pd.DataFrame:
                     count(*) FILTER (WHERE {col} = 'neutral') AS neutral
                 FROM {src} WHERE {expr} IS NOT NULL GROUP BY 1, 2, 3"""
             )
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         return con.execute(" UNION ALL ".join(parts)).df()
     finally:
