@@ -9,6 +9,7 @@ version). Nothing is unpickled when loading.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch import nn
 
 from pipeline.model.base import mean_pool
 from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+
+log = logging.getLogger("revsat")
 
 HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
 META_FILE = "revsat_model.json"
@@ -183,7 +186,15 @@ class TransformerClassifier:
                  threads: int | None = None) -> None:
         self.model = model.to(device)
         self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
-        self.onnx = OnnxRunner(model, tokenizer, threads) if self.backend == "onnx" else None
+        self.onnx = None
+        if self.backend == "onnx":
+            try:
+                self.onnx = OnnxRunner(model, tokenizer, threads)
+            except Exception as exc:  # e.g. an operator the exporter lacks: torch still works
+                if backend == "onnx":
+                    raise
+                log.warning("ONNX export failed (%s: %s); using torch", type(exc).__name__, exc)
+                self.backend = "torch"
         self.tokenizer = tokenizer
         self.meta = meta
         self.device = device
