@@ -8,9 +8,12 @@ instead, so the peak memory of a run stays flat whatever the input size.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
+import uuid
 from functools import lru_cache
+from pathlib import Path
 
 import duckdb
 
@@ -29,9 +32,12 @@ def memory_limit() -> str:
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection capped at :func:`memory_limit`, spilling to the system's
-    temporary folder."""
+    """An in-memory DuckDB connection capped at :func:`memory_limit`, spilling to a folder of
+    its own under the system's temporary folder (DuckDB creates it only when it spills and
+    removes it when the connection closes; its own name keeps parallel workers apart)."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit()}'")
-    con.execute("SET temp_directory = ?", [f"{tempfile.gettempdir()}/revsat-duckdb"])
+    con.execute("SET enable_progress_bar = false")  # logs, not a terminal
+    spill = Path(tempfile.gettempdir()) / f"revsat-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    con.execute("SET temp_directory = ?", [str(spill)])
     return con
