@@ -16,6 +16,10 @@ import typer
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Embedded mode: allow the temporary server more than 20 s to start on a busy machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# Prefect creates its default home but not a configured one that is missing; its embedded
+# server then fails with "unable to open database file".
+if os.environ.get("PREFECT_HOME"):
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 app = typer.Typer(
     add_completion=False,

@@ -15,6 +15,9 @@ SAMPLE_LABELS = ROOT / "data" / "sample" / "labels.jsonl"
 
 # Prefect keeps its state under PREFECT_HOME; tests must not touch the user's.
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".pytest_cache" / "prefect"))
+# Prefect's embedded server does not create a missing PREFECT_HOME (in a fresh clone
+# .pytest_cache does not exist yet) and then fails with "unable to open database file".
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The embedded server needs more than its default 20 s to start on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
