@@ -39,13 +39,19 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("revsat").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+# Options shared by score, nightly and serve.
+InputDir = Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
+ModelName = Annotated[str, typer.Option(help="default, baseline, transformer or a folder")]
+FilePattern = Annotated[str, typer.Option(help="file name pattern inside the directory")]
+WarehouseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")]
+
+
 @app.command()
 def score(
     inputs: Annotated[list[str], typer.Argument(help="export files, directories or glob patterns")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
-    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
-        "default"
-    ),
+    out: OutDir,
+    model: ModelName = "default",
     run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
     text_column: Annotated[str | None, typer.Option(help="column holding the review")] = None,
     id_column: Annotated[str | None, typer.Option(help="column holding the review id")] = None,
@@ -136,15 +142,14 @@ def _check_task_runner(kind: str) -> None:
 
 @app.command()
 def nightly(
-    input_dir: Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
-    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
-        "default"),
-    pattern: Annotated[str, typer.Option(help="file name pattern inside the directory")] = "*",
+    input_dir: InputDir,
+    out: OutDir,
+    model: ModelName = "default",
+    pattern: FilePattern = "*",
     run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
     rescore: Annotated[bool, typer.Option(
         "--rescore", help="score matching files even if the ledger has them")] = False,
-    warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")] = None,
+    warehouse: WarehouseUrl = None,
     task_runner: Annotated[str, typer.Option(help="sequential, dask or ray")] = "sequential",
     workers: Annotated[int | None, typer.Option(help="local Dask/Ray workers")] = None,
 ) -> None:
@@ -168,14 +173,13 @@ def nightly(
 
 @app.command()
 def serve(
-    input_dir: Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
-    model: Annotated[str, typer.Option(help="default, baseline, transformer or a folder")] = (
-        "default"),
-    pattern: Annotated[str, typer.Option(help="file name pattern inside the directory")] = "*",
+    input_dir: InputDir,
+    out: OutDir,
+    model: ModelName = "default",
+    pattern: FilePattern = "*",
     cron: Annotated[str, typer.Option(help="cron schedule")] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="IANA time zone of the schedule")] = "UTC",
-    warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")] = None,
+    warehouse: WarehouseUrl = None,
     name: Annotated[str, typer.Option(help="deployment name")] = "nightly-score",
 ) -> None:
     """Serve deployment nightly-score from this process (no work pool or worker needed): runs
