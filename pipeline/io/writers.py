@@ -122,15 +122,14 @@ class Staging:
                  committed: Callable[[str], bool] = lambda run_id: False) -> None:
         self.out_dir = out_dir
         self.work = out_dir / WORK_DIR
-        self.snapshots = self.work / "snapshots"
-        self.snapshots.mkdir(parents=True, exist_ok=True)
+        self.dir = _snapshot(out_dir, run_id)
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
         recover(out_dir, committed)
         keep = current_snapshot(out_dir)
-        for stale in [*self.snapshots.iterdir(), *out_dir.glob(".staging-*")]:
+        for stale in [*self.dir.parent.iterdir(), *out_dir.glob(".staging-*")]:
             if stale.name != keep:  # left by a killed run (or by an older revsat)
                 shutil.rmtree(stale, ignore_errors=True)
         self.run_id = run_id
-        self.dir = self.snapshots / run_id
         self.dir.mkdir()
 
     def path(self, name: str) -> Path:
@@ -150,9 +149,9 @@ class Staging:
         """Forget an unpublished snapshot (a failed run); the published one stays."""
         if current_snapshot(self.out_dir) != self.run_id:
             shutil.rmtree(self.dir, ignore_errors=True)
-            journal = self.work / JOURNAL
-            if journal.is_file() and json.loads(journal.read_text())["run_id"] == self.run_id:
-                journal.unlink()
+            entry = _journal(self.out_dir)
+            if entry is not None and entry["run_id"] == self.run_id:
+                (self.work / JOURNAL).unlink()
 
 
 def current_snapshot(out_dir: Path) -> str | None:
@@ -170,17 +169,25 @@ def recover(out_dir: Path, committed: Callable[[str], bool]) -> str | None:
 
     Returns the run id that was completed, or ``None``.
     """
-    journal = out_dir / WORK_DIR / JOURNAL
-    if not journal.is_file():
+    entry = _journal(out_dir)
+    if entry is None:
         return None
-    entry = json.loads(journal.read_text(encoding="utf-8"))
     run_id = entry["run_id"]
-    snapshot = out_dir / WORK_DIR / "snapshots" / run_id
-    if snapshot.is_dir() and committed(run_id):
+    if _snapshot(out_dir, run_id).is_dir() and committed(run_id):
         _flip(out_dir, run_id, entry["names"])
         return run_id
-    journal.unlink()
+    (out_dir / WORK_DIR / JOURNAL).unlink()
     return None
+
+
+def _snapshot(out_dir: Path, run_id: str) -> Path:
+    return out_dir / WORK_DIR / "snapshots" / run_id
+
+
+def _journal(out_dir: Path) -> dict | None:
+    """The pending publication recorded by :meth:`Staging.begin`, if any."""
+    journal = out_dir / WORK_DIR / JOURNAL
+    return json.loads(journal.read_text(encoding="utf-8")) if journal.is_file() else None
 
 
 def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
@@ -192,8 +199,8 @@ def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
             inside(out_dir, name)
             entry, link = out_dir / name, f"{WORK_DIR}/current/{name}"
             if not (entry.is_symlink() and os.readlink(entry) == link):
-                _point(out_dir / name, link)
-            published[name] = out_dir / name
+                _point(entry, link)
+            published[name] = entry
     except OSError as exc:  # no symbolic links here: copy each file into place
         log.warning("symbolic links unavailable in %s (%s); copying outputs instead",
                     out_dir, exc)
@@ -202,7 +209,7 @@ def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
             if target.is_symlink():
                 target.unlink()
             tmp = out_dir / f".{name}.{run_id}.tmp"
-            shutil.copyfile(work / "snapshots" / run_id / name, tmp)
+            shutil.copyfile(_snapshot(out_dir, run_id) / name, tmp)
             os.replace(tmp, target)
             published[name] = target
         (work / "current").unlink(missing_ok=True)
@@ -210,7 +217,7 @@ def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
     _fsync_dir(out_dir)
     _fsync_dir(work)
     (work / JOURNAL).unlink(missing_ok=True)
-    for old in (work / "snapshots").iterdir():
+    for old in _snapshot(out_dir, run_id).parent.iterdir():
         if old.name != run_id:
             shutil.rmtree(old, ignore_errors=True)
     return published
