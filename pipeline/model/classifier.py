@@ -224,28 +224,37 @@ class TransformerClassifier:
         return cls(model, tokenizer, meta, device, batch_size, max_chars, backend, threads)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Uncalibrated logits per head, in input order."""
-        texts = [self.prefix + t[: self.max_chars] for t in texts]
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        """Uncalibrated logits per head, in input order.
+
+        The whole chunk is tokenised in one call, then batched by *token* count: sorting by
+        characters mixed 60-character English reviews (~15 tokens) with 60-character Chinese
+        ones (~50 tokens) in one batch and padded the former to the latter's length.
+        """
+        t0 = time.perf_counter()
+        ids = self.tokenizer([self.prefix + t[: self.max_chars] for t in texts],
+                             truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+        order = np.argsort(lengths, kind="stable")
+        pad = self.tokenizer.pad_token_id or 0
+        self.seconds["tokenise"] += time.perf_counter() - t0
         out = {name: np.zeros((len(texts), size), np.float32) for name, size in HEADS.items()}
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                t0 = time.perf_counter()
-                enc = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                )
                 t1 = time.perf_counter()
+                input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
+                for row, i in enumerate(idx):
+                    input_ids[row, : lengths[i]] = ids[i]
+                mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
                 if self.onnx is not None:
-                    flat = self.onnx(enc["input_ids"].numpy(), enc["attention_mask"].numpy())
+                    flat = self.onnx(input_ids, mask)
                 else:
                     flat = self.model.flat(
-                        enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+                        torch.from_numpy(input_ids).to(self.device),
+                        torch.from_numpy(mask).to(self.device),
                     ).float().cpu().numpy()
                 for name, block in split_heads(flat).items():
                     out[name][idx] = block
-                self.seconds["tokenise"] += t1 - t0
                 self.seconds["model"] += time.perf_counter() - t1
         return out
 
