@@ -84,7 +84,7 @@ def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
     return load_any(
         path, device=settings.device, batch_size=settings.batch_size,
         max_chars=settings.max_chars, quantize=settings.quantize, backend=settings.backend,
-        threads=settings.torch_threads,
+        threads=settings.torch_threads, max_windows=settings.max_windows,
     )
 
 

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     max_chars: int = Field(
         2000, gt=0, description="characters of a review the model reads; text is stored whole"
     )
+    max_windows: int = Field(
+        4, gt=0,
+        description="a review longer than the model's token limit is read as up to this many "
+        "overlapping windows (1: its first window only)",
+    )
     duckdb_name: str = Field("revsat.duckdb", description="DuckDB file name inside --out")
     duckdb_memory: str = Field(
         "1GB", description="memory cap of DuckDB's merge and roll-up queries (it spills beyond)"

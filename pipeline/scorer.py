@@ -128,7 +128,8 @@ class ScoreRun:
         self.settings = settings
         self.model_path = str(resolve_model(model))
         model_settings = settings.model_dump(
-            include={"device", "batch_size", "max_chars", "torch_threads", "quantize", "backend"})
+            include={"device", "batch_size", "max_chars", "torch_threads", "quantize", "backend",
+                     "max_windows"})
         self.classifier = _classifier(self.model_path, json.dumps(model_settings, sort_keys=True))
         self.run_id = uuid.uuid4().hex[:12]
         self.run_date = run_date or date.today()

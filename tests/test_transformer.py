@@ -134,3 +134,38 @@ def test_shipped_model_reads_chinese_english_and_mixed():
     assert labels["logistics"][0] == "negative"
     assert labels["service"][1] == "negative"
     assert np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)][2] == "positive"
+
+
+def test_long_reviews_are_read_as_windows(tiny_model_dir):
+    """A review past the token limit is read whole: its verdict at the end changes the result
+    with windows and not without; a short review is unaffected by the setting."""
+    from pipeline.model.classifier import TransformerClassifier
+
+    filler = "The box arrived and I unpacked it and set it up on the desk next to the lamp. " * 12
+    texts = [filler + "Terrible, broken, awful, refund!", filler + "Excellent, perfect, love it!",
+             "Great phone, fast delivery."]
+    one = TransformerClassifier.load(tiny_model_dir, max_windows=1, backend="torch")
+    many = TransformerClassifier.load(tiny_model_dir, max_windows=4, backend="torch")
+    rows, owner = many._windows(many.tokenizer([many.prefix + t for t in texts])["input_ids"])
+    assert np.bincount(owner)[2] == 1 and np.bincount(owner)[0] > 1
+    assert max(len(r) for r in rows) <= many.max_length
+    a, b = one.predict_texts(texts), many.predict_texts(texts)
+    # head-only truncation cannot tell the two long reviews apart: same first 128 tokens
+    np.testing.assert_allclose(a["sentiment"][0], a["sentiment"][1], atol=1e-6)
+    assert not np.allclose(b["sentiment"][0], b["sentiment"][1], atol=1e-4)
+    np.testing.assert_allclose(a["sentiment"][2], b["sentiment"][2], atol=1e-5)
+    for probs in b.values():
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_windows_combine_mean_sentiment_and_surest_dimension_mention():
+    from pipeline.model.classifier import combine_windows
+
+    owner = np.array([0, 0, 1])
+    heads = {"sentiment": np.array([[2.0, 0, 0], [0, 2.0, 0], [1.0, 1, 1]], np.float32),
+             "logistics": np.array([[3.0, 0, 0, 0], [0, 0, 2.0, 0], [0, 1.0, 0, 0]],
+                                   np.float32)}
+    out = combine_windows(heads, owner, 2)
+    np.testing.assert_allclose(out["sentiment"], [[1, 1, 0], [1, 1, 1]])
+    # review 0: window 1 mentions logistics (negative); window 0 does not mention it
+    np.testing.assert_allclose(out["logistics"], [[0, 0, 2, 0], [0, 1, 0, 0]])

@@ -183,7 +183,7 @@ class TransformerClassifier:
 
     def __init__(self, model: MultiTaskModel, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, max_windows: int = 4) -> None:
         self.model = model.to(device)
         self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
         self.onnx = None
@@ -201,6 +201,7 @@ class TransformerClassifier:
         self.batch_size = batch_size
         self.max_chars = max_chars
         self.max_length = int(meta.get("max_length", 256))
+        self.max_windows = max_windows
         self.prefix = meta.get("prefix", "query: ")
         self.temperatures = {k: float(v) for k, v in meta.get("temperatures", {}).items()}
         self.version = str(meta.get("version", meta.get("name", "transformer")))
@@ -209,7 +210,7 @@ class TransformerClassifier:
     @classmethod
     def load(cls, directory: Path, device: str = "cpu", batch_size: int = 64,
              max_chars: int = 2000, quantize: bool | None = None, backend: str = "auto",
-             threads: int | None = None) -> TransformerClassifier:
+             threads: int | None = None, max_windows: int = 4) -> TransformerClassifier:
         model, tokenizer, meta = load_model(directory)
         if quantize is None:
             quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
@@ -221,42 +222,72 @@ class TransformerClassifier:
                 model = torch.ao.quantization.quantize_dynamic(
                     model, {nn.Linear}, dtype=torch.qint8
                 )
-        return cls(model, tokenizer, meta, device, batch_size, max_chars, backend, threads)
+        return cls(model, tokenizer, meta, device, batch_size, max_chars, backend, threads,
+                   max_windows)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Uncalibrated logits per head, in input order.
 
         The whole chunk is tokenised in one call, then batched by *token* count: sorting by
         characters mixed 60-character English reviews (~15 tokens) with 60-character Chinese
-        ones (~50 tokens) in one batch and padded the former to the latter's length.
+        ones (~50 tokens) in one batch and padded the former to the latter's length. A review
+        longer than ``max_length`` tokens is read as overlapping windows (see
+        :meth:`_windows`) whose logits are combined per review.
         """
         t0 = time.perf_counter()
         ids = self.tokenizer([self.prefix + t[: self.max_chars] for t in texts],
-                             truncation=True, max_length=self.max_length)["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+                             truncation=self.max_windows <= 1,
+                             max_length=self.max_length)["input_ids"]
+        rows, owner = self._windows(ids)
+        lengths = np.fromiter((len(x) for x in rows), np.int64, len(rows))
         order = np.argsort(lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
         self.seconds["tokenise"] += time.perf_counter() - t0
-        out = {name: np.zeros((len(texts), size), np.float32) for name, size in HEADS.items()}
+        flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(rows), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 t1 = time.perf_counter()
                 input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
                 for row, i in enumerate(idx):
-                    input_ids[row, : lengths[i]] = ids[i]
+                    input_ids[row, : lengths[i]] = rows[i]
                 mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
                 if self.onnx is not None:
-                    flat = self.onnx(input_ids, mask)
+                    flat[idx] = self.onnx(input_ids, mask)
                 else:
-                    flat = self.model.flat(
+                    flat[idx] = self.model.flat(
                         torch.from_numpy(input_ids).to(self.device),
                         torch.from_numpy(mask).to(self.device),
                     ).float().cpu().numpy()
-                for name, block in split_heads(flat).items():
-                    out[name][idx] = block
                 self.seconds["model"] += time.perf_counter() - t1
-        return out
+        return combine_windows(split_heads(flat), owner, len(texts))
+
+    def _windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
+        """Each review's token ids as one or more model inputs, and the review each came from.
+
+        A review within ``max_length`` is one input. A longer one (up to ``max_windows``)
+        becomes windows of ``max_length`` tokens overlapping by a quarter, each starting with
+        the same special token and prefix: reviews of several paragraphs often give their
+        verdict at the end, which head-only truncation cut off.
+        """
+        if self.max_windows <= 1 or all(len(x) <= self.max_length for x in ids):
+            return ids, np.arange(len(ids))
+        head = self.tokenizer(self.prefix.rstrip())["input_ids"][:-1]  # [CLS] + prefix pieces
+        width = self.max_length - len(head) - 1
+        step = max(1, width - width // 4)
+        rows, owner = [], []
+        for i, x in enumerate(ids):
+            if len(x) <= self.max_length:
+                rows.append(x)
+                owner.append(i)
+                continue
+            start = len(head) if x[: len(head)] == head else 1
+            body, tail = x[start:-1], x[-1:]
+            starts = list(range(0, max(1, len(body) - width) + step, step))[: self.max_windows]
+            for s in starts:
+                rows.append(head + body[s : s + width] + tail)
+                owner.append(i)
+        return rows, np.asarray(owner)
 
     def predict_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head for raw texts."""
@@ -305,6 +336,29 @@ def load_any(directory: Path, **kwargs) -> TransformerClassifier | EnsembleClass
 
     baseline = BaselineClassifier((directory / spec["baseline"]).resolve())
     return EnsembleClassifier(clf, baseline, float(spec["weight"]))
+
+
+def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
+                    n: int) -> dict[str, np.ndarray]:
+    """One row of logits per review from its windows' rows: the mean for overall sentiment
+    (the verdict of the whole text); for a dimension, the window that mentions it most surely
+    (lowest ``none`` logit margin), so one paragraph about delivery is not averaged away."""
+    if len(owner) == n:
+        return heads
+    out = {}
+    counts = np.bincount(owner, minlength=n).astype(np.float32)[:, None]
+    for name, block in heads.items():
+        if name == "sentiment":
+            summed = np.zeros((n, block.shape[1]), np.float32)
+            np.add.at(summed, owner, block)
+            out[name] = summed / counts
+            continue
+        # margin of "mentioned" over "none": the largest other logit minus the none logit
+        margin = block[:, 1:].max(axis=1) - block[:, 0]
+        order = np.lexsort((-margin, owner))  # by review, most sure window first
+        pick = order[np.unique(owner[order], return_index=True)[1]]
+        out[name] = block[pick]
+    return out
 
 
 def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:
