@@ -87,6 +87,10 @@ def summary_table(results: dict[str, dict]) -> pd.DataFrame:
         d = res["dimensions"]
         col["dimension mention F1 (macro)"] = d["mention_f1_macro"]
         col["dimension polarity accuracy"] = d["polarity_accuracy"]
+        for key, label in (("mention_f1_macro_ci", "mention F1"),
+                           ("polarity_accuracy_ci", "polarity accuracy")):
+            if key in d:
+                col[f"  {label} 95% interval"] = "{:.3f}-{:.3f}".format(*d[key])
         for dim in ("logistics", "quality", "service", "privacy"):
             col[f"  {dim} mention F1"] = d[dim]["mention_f1"]
             col[f"  {dim} polarity acc"] = d[dim]["polarity_accuracy"]
