@@ -236,8 +236,8 @@ class TransformerClassifier:
         """
         t0 = time.perf_counter()
         ids = self.tokenizer([self.prefix + t[: self.max_chars] for t in texts],
-                             truncation=self.max_windows <= 1,
-                             max_length=self.max_length)["input_ids"]
+                             truncation=self.max_windows <= 1, max_length=self.max_length,
+                             verbose=False)["input_ids"]  # long ones are windowed below
         rows, owner = self._windows(ids)
         lengths = np.fromiter((len(x) for x in rows), np.int64, len(rows))
         order = np.argsort(lengths, kind="stable")

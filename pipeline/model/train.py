@@ -97,7 +97,8 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[n
 
 def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarray]:
     """Raw (uncalibrated) logits of a trained model folder for ``texts``."""
-    clf = TransformerClassifier.load(Path(teacher), batch_size=64)
+    # max_windows=1: the teacher reads what the student is trained on (the first 128 tokens)
+    clf = TransformerClassifier.load(Path(teacher), batch_size=64, max_windows=1)
     return clf.logits([normalise(t) for t in texts])
 
 
