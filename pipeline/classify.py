@@ -43,9 +43,12 @@ class BaselineClassifier:
 
 
 def resolve_model(spec: str) -> Path:
-    """Map a model name (``default``, ``baseline``, ``transformer``) or folder to a folder.
+    """Map a model name (``default``, ``accurate``, ``baseline``, ``transformer``) or folder
+    to a folder.
 
-    ``default`` is the shipped transformer when present, otherwise the baseline.
+    ``default`` is the shipped transformer (the fast distilled student) when present, otherwise
+    the baseline; ``accurate`` is the 6-layer model it was distilled from (half the speed,
+    better dimension detection); ``transformer`` is another name for ``default``.
     """
     root = models_dir()
     if spec == "default":
@@ -55,7 +58,8 @@ def resolve_model(spec: str) -> Path:
         raise ModelNotFound(
             f"no model in {root}: train one with `revsat train-baseline` or pass --model PATH"
         )
-    named = {"baseline": root / "baseline", "transformer": root / "default"}
+    named = {"baseline": root / "baseline", "transformer": root / "default",
+             "accurate": root / "accurate"}
     path = named.get(spec, Path(spec)).expanduser().resolve()
     if not _model_kind(path):
         raise ModelNotFound(

@@ -95,20 +95,36 @@ shipped = pytest.mark.skipif(
 )
 
 
+SHIPPED = ["default", "accurate"]
+
+
 @shipped
-def test_default_resolves_to_the_shipped_transformer():
-    assert resolve_model("default") == (models_dir() / "default").resolve()
-    card = (models_dir() / "default" / "README.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_names_resolve_to_carded_transformers(name):
+    assert resolve_model(name) == (models_dir() / name).resolve()
+    card = (models_dir() / name / "README.md").read_text(encoding="utf-8")
     assert "Held-out results" in card
-    size = sum(p.stat().st_size for p in (models_dir() / "default").iterdir())
+    size = sum(p.stat().st_size for p in (models_dir() / name).iterdir())
     assert size <= 60e6
+    meta = json.loads((models_dir() / name / "revsat_model.json").read_text(encoding="utf-8"))
+    assert (models_dir() / name / meta["ensemble"]["baseline"] / "model.json").is_file()
 
 
 @shipped
-def test_shipped_model_quality_on_the_sample():
+def test_default_is_the_smaller_student():
+    def layers(name: str) -> int:
+        config = json.loads((models_dir() / name / "config.json").read_text(encoding="utf-8"))
+        return config["num_hidden_layers"]
+
+    assert layers("default") < layers("accurate")
+
+
+@shipped
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_quality_on_the_sample(name):
     # The bundled sample was written for this project and never trained on.
     data = preprocess(sample_labelled())
-    model = load_classifier("default").predict_batch(data)
+    model = load_classifier(name).predict_batch(data)
     baseline = load_classifier("baseline").predict_batch(data)
     acc = {}
     for name, probs in (("model", model), ("baseline", baseline)):
@@ -123,13 +139,14 @@ def test_shipped_model_quality_on_the_sample():
 
 
 @shipped
-def test_shipped_model_reads_chinese_english_and_mixed():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reads_chinese_english_and_mixed(name):
     texts = pd.DataFrame({"text": [
         "物流太慢了，等了一个星期才到，包装还破了",
         "Customer service never replied and the refund took a month.",
         "质量很好, fast shipping, 下次还买",
     ]})
-    probs = load_classifier("default").predict_batch(preprocess(texts))
+    probs = load_classifier(name).predict_batch(preprocess(texts))
     labels = {d: np.asarray(DIM_LABELS)[probs[d].argmax(axis=1)] for d in DIMENSIONS}
     assert labels["logistics"][0] == "negative"
     assert labels["service"][1] == "negative"

@@ -83,7 +83,8 @@ class OnnxRunner:
     written to disk and nothing is downloaded.
     """
 
-    def __init__(self, model: MultiTaskModel, tokenizer, threads: int | None = None) -> None:
+    def __init__(self, model: MultiTaskModel, tokenizer, threads: int | None = None,
+                 int8: bool = False) -> None:
         import io
         import warnings
 
@@ -102,16 +103,38 @@ class OnnxRunner:
                               "logits": {0: "batch"}},
                 opset_version=17, dynamo=False,
             )
+        graph = _int8(buf.getvalue()) if int8 else buf.getvalue()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        self.session = ort.InferenceSession(buf.getvalue(), options,
+        self.session = ort.InferenceSession(graph, options,
                                             providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input_ids": input_ids,
                                        "attention_mask": attention_mask})[0]
+
+
+def _int8(graph: bytes) -> bytes:
+    """ONNX Runtime dynamic int8 quantisation of every MatMul (weights per output channel,
+    activations per batch), in a private temporary folder (the quantiser works on files)."""
+    import logging as _logging
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="revsat-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(graph)
+        quiet = _logging.getLogger().level
+        _logging.getLogger().setLevel(_logging.ERROR)  # "consider pre-processing": not needed
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
+        finally:
+            _logging.getLogger().setLevel(quiet)
+        return dst.read_bytes()
 
 
 def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
@@ -183,13 +206,13 @@ class TransformerClassifier:
 
     def __init__(self, model: MultiTaskModel, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
-                 threads: int | None = None, max_windows: int = 4) -> None:
+                 threads: int | None = None, max_windows: int = 4, int8: bool = False) -> None:
         self.model = model.to(device)
         self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
         self.onnx = None
         if self.backend == "onnx":
             try:
-                self.onnx = OnnxRunner(model, tokenizer, threads)
+                self.onnx = OnnxRunner(model, tokenizer, threads, int8=int8)
             except Exception as exc:  # e.g. an operator the exporter lacks: torch still works
                 if backend == "onnx":
                     raise
@@ -214,7 +237,8 @@ class TransformerClassifier:
         model, tokenizer, meta = load_model(directory)
         if quantize is None:
             quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
-        if quantize:
+        onnx_int8 = bool(quantize) and resolve_backend(backend, device) == "onnx"
+        if quantize and not onnx_int8:
             import warnings
 
             with warnings.catch_warnings():  # torch announces a future API move; not ours
@@ -223,7 +247,7 @@ class TransformerClassifier:
                     model, {nn.Linear}, dtype=torch.qint8
                 )
         return cls(model, tokenizer, meta, device, batch_size, max_chars, backend, threads,
-                   max_windows)
+                   max_windows, int8=onnx_int8)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Uncalibrated logits per head, in input order.
@@ -368,8 +392,8 @@ def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:
         raise ValueError(f"unknown backend {backend!r}: use auto, torch or onnx")
     cpu = str(device).startswith("cpu")
     if backend == "onnx" and (not cpu or quantized):
-        raise ValueError("backend onnx runs the fp32 model on the CPU only; use backend torch "
-                         "for --device cuda or int8 quantisation")
+        raise ValueError("backend onnx runs on the CPU only and quantises itself; use backend "
+                         "torch for --device cuda or a torch-quantised model")
     if backend == "auto":
         return "onnx" if cpu and not quantized and onnx_available() else "torch"
     return backend
