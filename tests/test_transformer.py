@@ -81,6 +81,24 @@ def test_onnx_backend_equals_torch(tiny_model_dir):
         resolve_backend("onnx", "cuda")
 
 
+def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
+    from pipeline.model.classifier import onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    data = preprocess(sample_labelled())
+    fp32 = load_classifier(str(tiny_model_dir), Settings(backend="onnx"))
+    int8 = load_classifier(str(tiny_model_dir), Settings(backend="onnx", quantize=True))
+    import onnx
+
+    ops = {node.op_type for node in onnx.load_from_string(int8.onnx.graph).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+    a, b = fp32.predict_batch(data), int8.predict_batch(data)
+    for name in a:
+        np.testing.assert_allclose(b[name].sum(axis=1), 1.0, atol=1e-5)
+        assert (a[name].argmax(axis=1) == b[name].argmax(axis=1)).mean() > 0.9, name
+
+
 def test_tiny_model_learned_something(tiny_model_dir):
     # Two epochs on 476 rows: not a good model, but clearly better than chance on sentiment.
     data = preprocess(sample_labelled())

@@ -108,6 +108,7 @@ class OnnxRunner:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        self.graph = graph  # the serialised model (ONNX Runtime keeps these bytes anyway)
         self.session = ort.InferenceSession(graph, options,
                                             providers=["CPUExecutionProvider"])
 
