@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("cpu", description="torch device for the transformer: cpu, cuda, cuda:1")
     quantize: bool | None = Field(
-        None, description="int8 dynamic quantisation on CPU; unset: as the model folder says"
+        None, description="int8 dynamic quantisation on CPU (ONNX Runtime's with the onnx "
+        "backend, torch's with torch); unset: as the model folder says (off for the shipped "
+        "models: it costs more than 0.5 point, see README)"
     )
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto",
