@@ -184,6 +184,12 @@ def test_long_reviews_are_read_as_windows(tiny_model_dir):
     rows, owner = many._windows(many.tokenizer([many.prefix + t for t in texts])["input_ids"])
     assert np.bincount(owner)[2] == 1 and np.bincount(owner)[0] > 1
     assert max(len(r) for r in rows) <= many.max_length
+    # far past the cap: still 4 windows, the first and the last tokens both read
+    ids = many.tokenizer([many.prefix + filler * 10 + "Terrible, refund!"])["input_ids"]
+    rows, owner = many._windows(ids)
+    assert len(rows) == 4 and len(ids[0]) > 4 * many.max_length
+    assert rows[0][:-1] == ids[0][: many.max_length - 1]  # then its own end token
+    assert rows[-1][-8:] == ids[0][-8:]
     a, b = one.predict_texts(texts), many.predict_texts(texts)
     # head-only truncation cannot tell the two long reviews apart: same first 128 tokens
     np.testing.assert_allclose(a["sentiment"][0], a["sentiment"][1], atol=1e-6)

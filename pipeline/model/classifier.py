@@ -290,10 +290,11 @@ class TransformerClassifier:
     def _windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
         """Each review's token ids as one or more model inputs, and the review each came from.
 
-        A review within ``max_length`` is one input. A longer one (up to ``max_windows``)
-        becomes windows of ``max_length`` tokens overlapping by a quarter, each starting with
-        the same special token and prefix: reviews of several paragraphs often give their
-        verdict at the end, which head-only truncation cut off.
+        A review within ``max_length`` is one input. A longer one becomes windows of
+        ``max_length`` tokens, each starting with the same special token and prefix, that
+        overlap by at least a quarter; past ``max_windows`` windows they are spread evenly from
+        the first token to the last. Reviews of several paragraphs often give their verdict at
+        the end, which head-only truncation cut off.
         """
         if self.max_windows <= 1 or all(len(x) <= self.max_length for x in ids):
             return ids, np.arange(len(ids))
@@ -308,8 +309,11 @@ class TransformerClassifier:
                 continue
             start = len(head) if x[: len(head)] == head else 1
             body, tail = x[start:-1], x[-1:]
-            starts = list(range(0, max(1, len(body) - width) + step, step))[: self.max_windows]
-            for s in starts:
+            last = max(0, len(body) - width)
+            # windows this stride needs, capped; spread evenly so the first and the last
+            # tokens are always read even when the cap leaves gaps in the middle
+            count = min(self.max_windows, -(-last // step) + 1)
+            for s in np.linspace(0, last, count).round().astype(int).tolist():
                 rows.append(head + body[s : s + width] + tail)
                 owner.append(i)
         return rows, np.asarray(owner)
