@@ -75,17 +75,18 @@ def onnx_available() -> bool:
 
 
 class OnnxRunner:
-    """The model exported to ONNX in memory at load time and run by ONNX Runtime on the CPU.
+    """The model exported to ONNX at load time and run by ONNX Runtime on the CPU.
 
     ONNX Runtime runs the same graph with fused kernels (LayerNorm, GELU, attention steps) and
     less per-operator overhead than eager PyTorch, which matters for a small encoder on short
-    reviews (see README, Performance); the outputs equal PyTorch's to about 1e-5. Nothing is
-    written to disk and nothing is downloaded.
+    reviews (see README, Performance); the outputs equal PyTorch's to about 1e-5. The graph
+    lives only in a private temporary folder while the session loads; nothing is downloaded.
     """
 
     def __init__(self, model: MultiTaskModel, tokenizer, threads: int | None = None,
                  int8: bool = False) -> None:
         import io
+        import tempfile
         import warnings
 
         import onnxruntime as ort
@@ -104,13 +105,20 @@ class OnnxRunner:
                 opset_version=17, dynamo=False,
             )
         graph = _int8(buf.getvalue()) if int8 else buf.getvalue()
+        del buf
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        self.graph = graph  # the serialised model (ONNX Runtime keeps these bytes anyway)
-        self.session = ort.InferenceSession(graph, options,
-                                            providers=["CPUExecutionProvider"])
+        self.quantized = int8
+        # From a private file removed once loaded: a session made from bytes keeps a second
+        # copy of the weights alive for its whole life (about 90 MB for the default model).
+        with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(graph)
+            del graph
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input_ids": input_ids,
@@ -214,6 +222,7 @@ class TransformerClassifier:
         if self.backend == "onnx":
             try:
                 self.onnx = OnnxRunner(model, tokenizer, threads, int8=int8)
+                self.model = None  # ONNX Runtime holds its own copy of the weights
             except Exception as exc:  # e.g. an operator the exporter lacks: torch still works
                 if backend == "onnx":
                     raise
