@@ -215,6 +215,7 @@ def test_long_reviews_are_read_as_windows(tiny_model_dir):
     np.testing.assert_allclose(a["sentiment"][2], b["sentiment"][2], atol=1e-5)
     for probs in b.values():
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert all(v.shape == (0, b[k].shape[1]) for k, v in many.predict_texts([]).items())
 
 
 def test_windows_combine_mean_sentiment_and_surest_dimension_mention():

@@ -268,6 +268,8 @@ class TransformerClassifier:
         longer than ``max_length`` tokens is read as overlapping windows (see
         :meth:`_windows`) whose logits are combined per review.
         """
+        if not len(texts):  # the tokeniser rejects an empty batch
+            return {name: np.zeros((0, size), np.float32) for name, size in HEADS.items()}
         t0 = time.perf_counter()
         ids = self.tokenizer([self.prefix + t[: self.max_chars] for t in texts],
                              truncation=self.max_windows <= 1, max_length=self.max_length,
@@ -380,7 +382,8 @@ def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
                     n: int) -> dict[str, np.ndarray]:
     """One row of logits per review from its windows' rows: the mean for overall sentiment
     (the verdict of the whole text); for a dimension, the window that mentions it most surely
-    (lowest ``none`` logit margin), so one paragraph about delivery is not averaged away."""
+    (largest margin of a polarity logit over ``none``), so one paragraph about delivery is not
+    averaged away."""
     if len(owner) == n:
         return heads
     out = {}
