@@ -98,7 +98,7 @@ def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
     assert not np.allclose(a["sentiment"], b["sentiment"], atol=1e-6)
 
 
-def test_int8_quantiser_replaces_the_float_matmuls():
+def test_int8_quantiser_replaces_the_float_matmuls(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -113,7 +113,9 @@ def test_int8_quantiser_replaces_the_float_matmuls():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    ops = {n.op_type for n in onnx.load_from_string(_int8(model.SerializeToString())).graph.node}
+    onnx.save(model, tmp_path / "fp32.onnx")
+    quantized = onnx.load(_int8(tmp_path / "fp32.onnx", tmp_path / "q.onnx"))
+    ops = {n.op_type for n in quantized.graph.node}
     assert "MatMul" not in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, ops
 
 

@@ -104,8 +104,6 @@ class OnnxRunner:
                               "logits": {0: "batch"}},
                 opset_version=17, dynamo=False,
             )
-        graph = _int8(buf.getvalue()) if int8 else buf.getvalue()
-        del buf
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -115,8 +113,10 @@ class OnnxRunner:
         # copy of the weights alive for its whole life (about 90 MB for the default model).
         with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"
-            path.write_bytes(graph)
-            del graph
+            path.write_bytes(buf.getvalue())
+            del buf
+            if int8:
+                path = _int8(path, Path(tmp) / "model-int8.onnx")
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])
 
@@ -125,25 +125,21 @@ class OnnxRunner:
                                        "attention_mask": attention_mask})[0]
 
 
-def _int8(graph: bytes) -> bytes:
-    """ONNX Runtime dynamic int8 quantisation of every MatMul (weights per output channel,
-    activations per batch), in a private temporary folder (the quantiser works on files)."""
+def _int8(src: Path, dst: Path) -> Path:
+    """ONNX Runtime dynamic int8 quantisation of every MatMul of the model file ``src``
+    (weights per output channel, activations per batch), written to ``dst``."""
     import logging as _logging
-    import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="revsat-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(graph)
-        quiet = _logging.getLogger().level
-        _logging.getLogger().setLevel(_logging.ERROR)  # "consider pre-processing": not needed
-        try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"])
-        finally:
-            _logging.getLogger().setLevel(quiet)
-        return dst.read_bytes()
+    quiet = _logging.getLogger().level
+    _logging.getLogger().setLevel(_logging.ERROR)  # "consider pre-processing": not needed
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        _logging.getLogger().setLevel(quiet)
+    return dst
 
 
 def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
