@@ -275,7 +275,7 @@ def base_model_cmd(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option(help="TOML file with a [train] table")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a \\[train] table")] = None,
     shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
     base: Annotated[str | None, typer.Option(help="base model folder")] = None,
     out: Annotated[str | None, typer.Option(help="output model folder")] = None,
@@ -330,12 +330,18 @@ def evaluate(
     int8: Annotated[bool | None, typer.Option(help="force int8 quantisation on or off")] = None,
 ) -> None:
     """Held-out accuracy and macro-F1 per corpus and language, and dimension mention F1 and
-    polarity accuracy, for each model side by side (default: default and baseline)."""
+    polarity accuracy, for each model side by side (default: default and baseline), then each
+    model's difference from the first with a 95 % paired bootstrap interval."""
     _setup_logging(False)
-    from pipeline.model.evaluate import evaluate_models, summary_table
+    from pipeline.model.evaluate import evaluate_models, paired_table, summary_table
 
     results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus, int8)
     typer.echo(summary_table(results).to_string())
+    paired = paired_table(results)
+    if not paired.empty:
+        typer.echo("\nDifference from the first model, points (95 % paired bootstrap interval "
+                   "over the same rows):")
+        typer.echo(paired.to_string())
     if json_out:
         json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
 

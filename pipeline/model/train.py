@@ -53,6 +53,7 @@ class TrainConfig:
     sentiment_rows: int = 30_000
     dimension_repeats: int = 4  # dimension-labelled rows are few: show them this often per epoch
     dimension_weight: float = 1.0
+    sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
     seed: int = 13
     threads: int = 2
     prefix: str = "query: "
@@ -162,7 +163,7 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         y = labels[batch]
         loss = torch.zeros(())
         for j, name in enumerate(HEADS):
-            weight = 1.0 if j == 0 else config.dimension_weight
+            weight = config.sentiment_weight if j == 0 else config.dimension_weight
             if (y[:, j] != IGNORE).any():
                 loss = loss + alpha * weight * ce(out[name], y[:, j])
             if soft is not None:
