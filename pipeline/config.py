@@ -21,10 +21,6 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-#: Input column names recognised (case-insensitive), first match wins.
-TEXT_COLUMNS = ("text", "review", "content", "comment", "review_text", "sentence", "评论", "内容")
-ID_COLUMNS = ("review_id", "id")
-
 
 def data_dir() -> Path:
     """The folder holding the user dictionary, lexicon and bundled sample."""

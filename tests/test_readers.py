@@ -30,6 +30,15 @@ ROWS = pd.DataFrame(
         (["评论", "id"], "评论", "id"),
         (["内容"], "内容", None),
         (["sentence", "review_text"], "review_text", None),
+        # names as real exports spell them
+        (["Clothing ID", "Title", "Review Text", "Rating"], "Review Text", None),
+        (["reviewerID", "asin", "reviewText", "overall", "summary"], "reviewText", None),
+        (["review_id", "review_headline", "review_body"], "review_body", "review_id"),
+        (["评论ID", "用户昵称", "评论内容", "商家回复", "点赞数"], "评论内容", "评论ID"),
+        (["订单号", "评价时间", "评价"], "评价", None),
+        (["Customer Review", "Stars"], "Customer Review", None),
+        (["Review Title", "Review Date", "Review Rating", "Customer Review Text"],
+         "Customer Review Text", None),
     ],
 )
 def test_find_columns(columns, text, id_):
@@ -37,10 +46,27 @@ def test_find_columns(columns, text, id_):
     assert (found.text, found.id) == (text, id_)
 
 
+def test_find_columns_maps_the_optional_fields_of_common_exports():
+    amazon = find_columns(["marketplace", "customer_id", "review_id", "product_id",
+                           "product_title", "product_category", "star_rating",
+                           "review_headline", "review_body", "review_date"])
+    assert amazon.extras == {"rating": "star_rating", "product_id": "product_id",
+                             "category": "product_category", "created_at": "review_date"}
+    taobao = find_columns(["评论ID", "商品编号", "评分", "评论内容", "评论时间", "类目"])
+    assert taobao.extras == {"rating": "评分", "product_id": "商品编号", "category": "类目",
+                             "created_at": "评论时间"}
+    # a name is used for one role only, and names with no role are left alone
+    plain = find_columns(["review", "date", "Date Modified", "product name"])
+    assert plain.extras == {"created_at": "date"}
+
+
 def test_find_columns_override_and_errors():
     assert find_columns(["body", "k"], text_column="BODY", id_column="k").text == "body"
     with pytest.raises(InputError, match="no review text column"):
         find_columns(["title", "stars"])
+    with pytest.raises(InputError, match="--text-column"):  # a title or a reply is no review
+        find_columns(["Review Title", "review_count", "商家回复"])
+    assert find_columns(["Review Text"], text_column="review text").text == "Review Text"
     with pytest.raises(InputError, match="is not a column"):
         find_columns(["text"], text_column="missing")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import ID_COLUMNS, TEXT_COLUMNS
+from pipeline.io.columns import ColumnMap, find_columns
 from pipeline.retry import backoff_delays, is_transient
 
 log = logging.getLogger("revsat")
@@ -52,47 +52,6 @@ class Chunk:
     #: Text encoding the file was decoded with (``utf-8``, ``utf-8-sig``, ``utf-16``,
     #: ``gb18030``, a guessed codec as ``<codec> (guessed)``), or ``binary`` for Parquet/Excel.
     encoding: str | None = None
-
-
-@dataclass(frozen=True)
-class ColumnMap:
-    """Which input columns hold the text, the id and the optional pass-through fields."""
-
-    text: str
-    id: str | None
-    extras: dict[str, str]  # output name -> input column
-
-
-def find_columns(
-    columns: list[str], text_column: str | None = None, id_column: str | None = None
-) -> ColumnMap:
-    """Map input column names to the roles the pipeline needs (case-insensitive).
-
-    Raises :class:`InputError` naming the columns that exist when no text column is found.
-    """
-    by_lower = {str(c).strip().lower(): c for c in columns}
-
-    def pick(override: str | None, candidates: tuple[str, ...], role: str) -> str | None:
-        if override is not None:
-            if override.lower() not in by_lower:
-                raise InputError(
-                    f"--{role}-column {override!r} is not a column; columns are {list(columns)}"
-                )
-            return by_lower[override.lower()]
-        return next((by_lower[c] for c in candidates if c in by_lower), None)
-
-    text = pick(text_column, TEXT_COLUMNS, "text")
-    if text is None:
-        raise InputError(
-            f"no review text column: expected one of {', '.join(TEXT_COLUMNS)} (any case), "
-            f"found {list(columns)}; name the column with --text-column"
-        )
-    extras = {
-        name: by_lower[name]
-        for name in ("rating", "product_id", "category", "created_at")
-        if name in by_lower
-    }
-    return ColumnMap(text=text, id=pick(id_column, ID_COLUMNS, "id"), extras=extras)
 
 
 def detect_encoding(path: Path) -> str:
