@@ -98,6 +98,17 @@ def test_each_format_reads_the_same_rows(tmp_path, suffix):
     assert list(rows["source_row"]) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("sep", [";", "|"])
+def test_semicolon_and_pipe_separated_exports(tmp_path, sep):
+    frame = ROWS.assign(Review=["Fast, cheap, fine", "物流很快, 好评", "ok"])
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, index=False, sep=sep)
+    rows, rejected = read_all(path)
+    assert rejected == []
+    assert list(rows["Review"]) == list(frame["Review"])  # commas inside the text stay text
+    assert list(rows["rating"]) == ["5", "1", "2"]
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "utf-16"])
 def test_encodings_are_detected(tmp_path, encoding):
     path = tmp_path / "e.csv"

@@ -34,6 +34,7 @@ SUPPORTED = CSV_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES | EXCEL_SUFFIXES
 # Exports from Chinese platforms are often GB18030/GBK; it is a superset of GBK and GB2312.
 _FALLBACK_ENCODINGS = ("utf-8", "gb18030")
 _SNIFF_BYTES = 1 << 20
+_DELIMITERS = (",", "\t", ";", "|")  # in order of preference when the header has as many
 
 csv.field_size_limit(sys.maxsize)
 
@@ -239,9 +240,9 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         # The delimiter is decided on the header line only: review text may hold many tabs.
         head = next((line for line in fh.read(64 * 1024).splitlines() if line.strip()), "")
         fh.seek(0)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" or head.count("\t") > head.count(
-            ","
-        ) else ","
+        # Semicolons come from spreadsheet exports in locales with a decimal comma.
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else max(
+            _DELIMITERS, key=lambda d: (head.count(d), -_DELIMITERS.index(d)))
         consumed: list[str] = []  # physical lines of the record being read
         line_no = 0  # physical lines consumed so far (the header is line 1)
 
