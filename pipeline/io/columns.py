@@ -30,7 +30,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
                  "department_name",
                  "品类", "类目", "分类", "类别", "商品类别", "商品分类"),
     "created_at": ("created_at", "date", "review_date", "review_time", "time", "timestamp",
-                   "created", "create_time", "created_time", "published_at", "posted_at", "posted_on",
+                   "created", "create_time", "created_time", "published_at", "posted_at",
+                   "posted_on",
                    "评论时间", "评价时间", "日期", "时间", "创建时间", "发布时间"),
 }
 
