@@ -11,6 +11,7 @@ Policies (also in the README):
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,10 +143,24 @@ def _parse_rating(value: str) -> float | None:
 _RELATIVE_DATES = {"now", "today", "tomorrow", "yesterday"}
 
 
+#: ``2026年11月20日 13时45分`` -> ``2026-11-20 13:45``, as Chinese platforms export dates.
+_CJK_DATE = [
+    (re.compile(r"(\d)\s*[年月]\s*(?=\d)"), r"\1-"),
+    (re.compile(r"(\d)\s*[日号]"), r"\1 "),
+    (re.compile(r"(\d)\s*[时点:]\s*(?=\d)"), r"\1:"),
+    (re.compile(r"(\d)\s*[分秒]"), r"\1"),
+]
+_EPOCH = re.compile(r"\d{9,10}(\.\d+)?|\d{12,13}")  # Unix time in seconds or milliseconds
+
+
 def _parse_date(value: str) -> pd.Timestamp:
     if value.strip().lower() in _RELATIVE_DATES:
         raise ValueError("a relative date, not a date")
-    stamp = pd.Timestamp(value)
+    if _EPOCH.fullmatch(value):
+        return pd.Timestamp(float(value), unit="s" if len(value.split(".")[0]) <= 10 else "ms")
+    for pattern, repl in _CJK_DATE:
+        value = pattern.sub(repl, value)
+    stamp = pd.Timestamp(value.strip())
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     if pd.isna(stamp):

@@ -50,3 +50,15 @@ def test_invalid_rating_and_date_become_null_with_warning():
     assert v.accepted["created_at"].iloc[2] == pd.Timestamp("2026-11-03 02:00:00")
     assert pd.isna(v.accepted["created_at"].iloc[1])
     assert sorted(w["column"] for w in v.warnings) == ["created_at", "rating", "rating"]
+
+
+def test_dates_as_chinese_platforms_and_unix_exports_write_them():
+    written = ["2026年11月20日", "2026年11月20日 13时45分", "2026年1月2日 08:05",
+               "1763600000", "1763600000000", "11 20, 2026"]
+    c = chunk([{"评论内容": f"好评{i}", "评论时间": d} for i, d in enumerate(written)])
+    v = validate_chunk(c, find_columns(["评论内容", "评论时间"]), IdRegistry())
+    assert not v.warnings
+    assert list(v.accepted["created_at"]) == [
+        pd.Timestamp("2026-11-20"), pd.Timestamp("2026-11-20 13:45"),
+        pd.Timestamp("2026-01-02 08:05"), pd.Timestamp("2025-11-20 00:53:20"),
+        pd.Timestamp("2025-11-20 00:53:20"), pd.Timestamp("2026-11-20")]
