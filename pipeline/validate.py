@@ -132,8 +132,20 @@ def _passthrough(rows: pd.DataFrame, columns: ColumnMap, name: str) -> pd.Series
     return rows[col].map(lambda v: v.strip() or None if isinstance(v, str) else None)
 
 
+_RATING_TEXT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:out of 5(?: stars?)?|/\s*5|stars?|星|分)?",
+                          re.IGNORECASE)
+_CHINESE_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+
+
 def _parse_rating(value: str) -> float | None:
-    rating = float(value)
+    """A number in 0-5, also as exports write it: ``4.0 out of 5 stars``, ``4星``, ``五星``,
+    ``★★★★☆``."""
+    if value and set(value) <= {"★", "☆"}:
+        return float(value.count("★"))
+    if len(value) == 2 and value[1] == "星" and value[0] in _CHINESE_DIGITS:
+        return float(_CHINESE_DIGITS[value[0]])
+    match = _RATING_TEXT.fullmatch(value)
+    rating = float(match.group(1) if match else value)
     if not 0 <= rating <= 5:
         raise ValueError("outside 0-5")
     return rating

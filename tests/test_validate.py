@@ -62,3 +62,12 @@ def test_dates_as_chinese_platforms_and_unix_exports_write_them():
         pd.Timestamp("2026-11-20"), pd.Timestamp("2026-11-20 13:45"),
         pd.Timestamp("2026-01-02 08:05"), pd.Timestamp("2025-11-20 00:53:20"),
         pd.Timestamp("2025-11-20 00:53:20"), pd.Timestamp("2026-11-20")]
+
+
+def test_ratings_as_exports_write_them():
+    written = ["4.0 out of 5 stars", "4星", "五星", "★★★☆☆", "3/5", "2 stars", "4.5", "8"]
+    c = chunk([{"text": f"t{i}", "rating": r} for i, r in enumerate(written)])
+    v = validate_chunk(c, find_columns(["text", "rating"]), IdRegistry())
+    assert v.accepted["rating"].tolist()[:7] == [4.0, 4.0, 5.0, 3.0, 3.0, 2.0, 4.5]
+    assert pd.isna(v.accepted["rating"].iloc[7])  # outside 0-5: null, with a warning
+    assert [w["value"] for w in v.warnings] == ["8"]
