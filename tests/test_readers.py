@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -187,3 +188,26 @@ def test_chunks_respect_size(tmp_path):
     path = write(frame, tmp_path / "c.csv")
     sizes = [len(c.rows) for c in iter_chunks(path, 10)]
     assert sizes == [10, 10, 5]
+
+
+def test_json_documents_wrapping_records_and_nested_fields(tmp_path):
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"total": 2, "page": 1, "data": [
+        {"content": "物流很快", "score": 5}, {"content": "bad", "score": 1}]},
+        ensure_ascii=False), encoding="utf-8")
+    rows, rejected = read_all(wrapped)
+    assert list(rows["content"]) == ["物流很快", "bad"] and rejected == []
+
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("\n".join(json.dumps(r) for r in [
+        {"review": {"id": "r1", "text": "Arrived late", "rating": 2}, "product": {"id": "p9"}},
+        {"review": {"id": "r2", "text": "Fine", "rating": 5}, "product": {"id": "p9"}}]),
+        encoding="utf-8")
+    rows, _ = read_all(nested)
+    cols = find_columns([c for c in rows.columns if c != "source_row"])
+    assert (cols.text, cols.id) == ("review.text", "review.id")
+    assert cols.extras == {"rating": "review.rating", "product_id": "product.id"}
+    # JSON Lines saved with a .json name are still read line by line
+    as_json = tmp_path / "lines.json"
+    as_json.write_text(nested.read_text(encoding="utf-8"), encoding="utf-8")
+    assert list(read_all(as_json)[0]["review.text"]) == ["Arrived late", "Fine"]

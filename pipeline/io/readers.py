@@ -348,14 +348,8 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     encoding, label = _text_encoding(path)
     name = str(path)
     with path.open("r", encoding=encoding) as fh:
-        first = fh.read(1)
-        fh.seek(0)
-        if path.suffix.lower() == ".json" and first == "[":
-            # A JSON array export: small enough to load whole in practice.
-            try:
-                items = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: invalid JSON ({exc})") from None
+        items = _json_document_items(path, fh) if path.suffix.lower() == ".json" else None
+        if items is not None:
             lines: Iterator[str] = (json.dumps(item, ensure_ascii=False) for item in items)
         else:
             lines = fh
@@ -383,13 +377,48 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                     }
                 )
                 continue
-            records.append({k: _as_str(v) for k, v in obj.items()})
+            records.append({k: _as_str(v) for k, v in _flatten(obj).items()})
             rows.append(index)
             if len(records) >= chunk_rows:
                 yield Chunk(name, _frame(records, rows), rejected, label)
                 records, rows, rejected = [], [], []
         if records or rejected or index < 0:
             yield Chunk(name, _frame(records, rows), rejected, label)
+
+
+def _json_document_items(path: Path, fh) -> list | None:
+    """The records of a ``.json`` file holding one document: an array of records, or an object
+    wrapping them (``{"total": 2, "data": [...]}``: its longest list of objects). ``None`` for
+    JSON Lines saved as ``.json``. Such exports are small enough to load whole in practice."""
+    first = fh.read(4096).lstrip()[:1]
+    fh.seek(0)
+    if first not in ("[", "{"):
+        return None
+    try:
+        doc = json.load(fh)
+    except json.JSONDecodeError as exc:
+        fh.seek(0)
+        if first == "{" and exc.msg == "Extra data":  # one object per line: JSON Lines
+            return None
+        raise InputError(f"{path}: invalid JSON ({exc})") from None
+    if isinstance(doc, list):
+        return doc
+    lists = [v for v in doc.values()
+             if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    return max(lists, key=len) if lists else [doc]
+
+
+def _flatten(obj: dict, prefix: str = "") -> dict:
+    """Nested objects as dotted names (``{"review": {"text": ..}}`` -> ``review.text``), which
+    the column search reads as ``review_text``."""
+    out: dict = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
 
 
 def _as_str(value: object) -> str | None:
