@@ -211,3 +211,23 @@ def test_json_documents_wrapping_records_and_nested_fields(tmp_path):
     as_json = tmp_path / "lines.json"
     as_json.write_text(nested.read_text(encoding="utf-8"), encoding="utf-8")
     assert list(read_all(as_json)[0]["review.text"]) == ["Arrived late", "Fine"]
+
+
+def test_title_rows_above_the_header_are_skipped(tmp_path):
+    reviews = pd.DataFrame({"评论ID": ["1", "2"], "评论内容": ["物流很快", "质量差, 退货"],
+                            "评分": ["5", "1"]})
+    xlsx = tmp_path / "export.xlsx"
+    with pd.ExcelWriter(xlsx) as writer:
+        pd.DataFrame([["商品评价导出 2026-11-20"]]).to_excel(writer, index=False, header=False)
+        reviews.to_excel(writer, index=False, startrow=2)
+    csv_path = tmp_path / "export.csv"
+    csv_path.write_text("商品评价导出 2026-11-20,,\n\n" + reviews.to_csv(index=False),
+                        encoding="utf-8")
+    for path in (xlsx, csv_path):
+        rows, rejected = read_all(path)
+        assert rejected == []
+        assert rows.drop(columns="source_row").to_dict("records") == reviews.to_dict("records")
+    # a one-column export has no title to skip: its first row is the header
+    one = tmp_path / "one.csv"
+    one.write_text("review\ngood\nbad\n", encoding="utf-8")
+    assert list(read_all(one)[0]["review"]) == ["good", "bad"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import json
 import logging
@@ -224,6 +225,28 @@ def _rows_fit(lines: list[str], width: int, delimiter: str) -> bool:
     return bool(records) and all(len(r) == width for r in records)
 
 
+_HEADER_SEARCH = 10
+
+
+def title_rows(records: list[list]) -> int:
+    """How many leading rows are titles above the header (``商品评价导出 2026-11-20`` in a
+    merged first row): rows with at most one non-empty cell before the first row with two or
+    more, looked for in the first rows only. 0 when the first row has two cells or more, or
+    when no row has (a one-column export)."""
+    for i, record in enumerate(records[: _HEADER_SEARCH + 1]):
+        if sum(1 for v in record if v is not None and str(v).strip() and str(v) != "nan") >= 2:
+            return i
+    return 0
+
+
+def _first_line(text: str) -> str:
+    lines = text.splitlines()
+    for line in lines:
+        if "," in line or "\t" in line or ";" in line or "|" in line:
+            return line
+    return lines[0] if lines else ""
+
+
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     """CSV/TSV rows. Every record the csv module returns is a row (blank lines are skipped but
     keep their ``source_row`` number). Records are checked against the header's width.
@@ -238,11 +261,13 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     name = str(path)
     with path.open("r", encoding=encoding, newline="") as fh:
         # The delimiter is decided on the header line only: review text may hold many tabs.
-        head = next((line for line in fh.read(64 * 1024).splitlines() if line.strip()), "")
+        head = fh.read(64 * 1024)
         fh.seek(0)
+        # the first 10 non-blank lines: enough for title rows and the header
+        head = "\n".join([line for line in head.splitlines() if line.strip()][:_HEADER_SEARCH + 1])
         # Semicolons come from spreadsheet exports in locales with a decimal comma.
         delimiter = "\t" if path.suffix.lower() == ".tsv" else max(
-            _DELIMITERS, key=lambda d: (head.count(d), -_DELIMITERS.index(d)))
+            _DELIMITERS, key=lambda d: (_first_line(head).count(d), -_DELIMITERS.index(d)))
         consumed: list[str] = []  # physical lines of the record being read
         line_no = 0  # physical lines consumed so far (the header is line 1)
 
@@ -256,16 +281,21 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         def reader_over(lines: Iterable[str]):
             return csv.reader(feed(lines), delimiter=delimiter, strict=False)
 
+        titles = title_rows(list(csv.reader(io.StringIO(head), delimiter=delimiter)))
         reader = reader_over(fh)
         header: list[str] = []
         try:
-            while not any(h.strip() for h in header):
+            while not any(h.strip() for h in header) or titles:
+                if any(h.strip() for h in header):
+                    titles -= 1
                 header = next(reader)
         except StopIteration:
             raise InputError(f"{path}: the file has no header row") from None
         except csv.Error as exc:
             raise InputError(f"{path}: cannot read the header row ({exc})") from None
         header = [h.strip() for h in header]
+        if title_rows(list(csv.reader(io.StringIO(head), delimiter=delimiter))):
+            log.warning("%s: title row(s) above the header on line %d skipped", path, line_no)
         consumed.clear()
         width = len(header)
         records: list[dict] = []
@@ -483,6 +513,11 @@ def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         raise InputError(
             f"{path}: not a readable Excel workbook ({type(exc).__name__}: {exc})"
         ) from None
+    named = [None if str(c).startswith("Unnamed: ") else c for c in frame.columns]
+    titles = title_rows([named, *frame.head(_HEADER_SEARCH).values.tolist()])
+    if titles:  # the real header is further down: read again from it
+        log.warning("%s: %d title or blank row(s) above the header skipped", path, titles)
+        frame = pd.read_excel(path, dtype=object, sheet_name=0, header=titles)
     frame = _stringify(frame)
     frame["source_row"] = range(len(frame))
     if frame.empty:
