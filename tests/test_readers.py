@@ -231,3 +231,11 @@ def test_title_rows_above_the_header_are_skipped(tmp_path):
     one = tmp_path / "one.csv"
     one.write_text("review\ngood\nbad\n", encoding="utf-8")
     assert list(read_all(one)[0]["review"]) == ["good", "bad"]
+
+
+def test_legacy_xls_exports_are_read():
+    # tests/fixtures/legacy_export.xls: BIFF8 workbook written for this test (xlwt)
+    rows, rejected = read_all(Path(__file__).parent / "fixtures" / "legacy_export.xls")
+    assert rejected == []
+    assert list(rows["评论内容"]) == ["快递很快，包装完好", "Stopped charging after two days"]
+    assert list(rows["评分"]) == ["5", "1"]
