@@ -56,8 +56,9 @@ def train_model(config: TrainConfig, shared: str | None = None,
     logger = get_run_logger()
     shared_path = require_shared(shared)
     train_rows, dev_rows = assemble(config, shared_path)
+    labelled = train_rows["logistics"].notna().sum() if "logistics" in train_rows else 0
     logger.info("training on %d rows (%d with dimension labels), dev %d",
-                len(train_rows), train_rows["logistics"].notna().sum(), len(dev_rows))
+                len(train_rows), labelled, len(dev_rows))
     out = Path(fine_tune(config, train_rows, dev_rows))
     write_manifest(out / "training_manifest.json",
                    {"train": train_rows.drop_duplicates("id"), "dev": dev_rows})
