@@ -42,7 +42,7 @@ def _setup_logging(verbose: bool) -> None:
 # Options shared by score, nightly and serve.
 InputDir = Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
-ModelName = Annotated[str, typer.Option(help="default, baseline, transformer or a folder")]
+ModelName = Annotated[str, typer.Option(help="default, accurate, baseline or a model folder")]
 FilePattern = Annotated[str, typer.Option(help="file name pattern inside the directory")]
 WarehouseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")]
 
@@ -53,7 +53,8 @@ def score(
     out: OutDir,
     model: ModelName = "default",
     run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
-    text_column: Annotated[str | None, typer.Option(help="column holding the review")] = None,
+    text_column: Annotated[str | None, typer.Option(
+        help="column holding the review (default: found by name)")] = None,
     id_column: Annotated[str | None, typer.Option(help="column holding the review id")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
