@@ -316,28 +316,38 @@ def load_seed_labels(shared: Path) -> pd.DataFrame:
     ids, and labels outside the vocabularies of :mod:`pipeline.schema`.
     """
     shared = Path(shared)
-    records = []
-    for name in ("seed_zh.jsonl", "seed_en.jsonl"):
-        with open(shared / "labels" / name, encoding="utf-8") as fh:
-            records.extend(json.loads(line) for line in fh if line.strip())
-    seeds = pd.DataFrame.from_records(records, columns=["id", "sentiment", *DIMENSIONS])
+    return load_labels_by_id([shared / "labels" / name
+                              for name in ("seed_zh.jsonl", "seed_en.jsonl")], shared, "seed")
 
-    dup = seeds["id"][seeds["id"].duplicated()]
+
+def load_labels_by_id(paths: Sequence[Path], shared: Path, what: str = "label") -> pd.DataFrame:
+    """Labels keyed by corpus row id (the seed format) with their text joined from the corpora.
+
+    Same checks and columns as :func:`load_seed_labels`; ``what`` names the files in errors.
+    """
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            records.extend(json.loads(line) for line in fh if line.strip())
+    labels = pd.DataFrame.from_records(records, columns=["id", "sentiment", *DIMENSIONS])
+
+    dup = labels["id"][labels["id"].duplicated()]
     if len(dup):
-        raise ValueError(f"duplicate seed ids: {sorted(set(dup))[:20]}")
-    _check_vocab(seeds, "sentiment", SENTIMENTS)
+        raise ValueError(f"duplicate {what} ids: {sorted(set(dup))[:20]}")
+    _check_vocab(labels, "sentiment", SENTIMENTS)
     for dim in DIMENSIONS:
-        _check_vocab(seeds, dim, DIM_LABELS)
+        _check_vocab(labels, dim, DIM_LABELS)
 
     try:
-        needed = sorted({corpus_of(i) for i in seeds["id"]}, key=CORPORA.index)
+        needed = sorted({corpus_of(i) for i in labels["id"]}, key=CORPORA.index)
     except ValueError as err:
-        raise ValueError(f"seed labels: {err}") from err
+        raise ValueError(f"{what} labels: {err}") from err
     texts = load_sentiment_corpora(shared, needed)[["id", "corpus", "lang", "text"]]
-    merged = seeds.merge(texts, on="id", how="left", validate="one_to_one")
+    merged = labels.merge(texts, on="id", how="left", validate="one_to_one")
     missing = merged.loc[merged["text"].isna(), "id"].tolist()
     if missing:
-        raise ValueError(f"{len(missing)} seed ids do not resolve to a corpus text: {missing[:20]}")
+        raise ValueError(f"{len(missing)} {what} ids do not resolve to a corpus text: "
+                         f"{missing[:20]}")
     return merged[list(SEED_COLUMNS)]
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import data_dir
-from pipeline.corpora import add_split, load_seed_labels, load_sentiment_corpora, shared_dir
+from pipeline.corpora import (
+    add_split,
+    load_labels_by_id,
+    load_seed_labels,
+    load_sentiment_corpora,
+    shared_dir,
+)
 from pipeline.schema import DIMENSIONS
 
 
@@ -65,8 +71,25 @@ def extra_rows() -> pd.DataFrame:
     return frame
 
 
+def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.DataFrame:
+    """Corpus rows the project labelled itself (``data/labels/*.jsonl``: ids and labels only,
+    in the seed format; texts are joined from the shared corpora), training split only.
+
+    They grow the seed set where it is thin (English dimensions) and are never evaluated on:
+    rows whose text falls in the dev or test split, or that are seed rows, are left out.
+    """
+    files = sorted((data_dir() / "labels").glob("*.jsonl"))
+    if not files:
+        return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS])
+    rows = add_split(load_labels_by_id(files, shared, "project"))
+    keep = (rows["split"] == "train") & ~rows["id"].isin(seed_ids or set())
+    return rows[keep].reset_index(drop=True)
+
+
 def dimension_rows(shared: Path, folds: int = 5) -> pd.DataFrame:
-    """Seed-labelled rows (with ``split`` and ``fold``) plus the project's extra examples."""
+    """Seed-labelled rows (with ``split`` and ``fold``), plus the project's own labels of
+    corpus rows and its hand-written examples (training only, ``fold`` -1)."""
     seeds = add_split(load_seed_labels(shared), folds=folds)
+    grown = project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1)
     extra = extra_rows().assign(fold=-1)
-    return pd.concat([seeds, extra], ignore_index=True)
+    return pd.concat([seeds, grown, extra], ignore_index=True)

@@ -246,3 +246,33 @@ def test_kfold(seeds: pd.DataFrame) -> None:
     assert with_folds.groupby(keys)["fold"].nunique().max() == 1
     with pytest.raises(ValueError):
         corpora.kfold_of("x", k=1)
+
+
+def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
+    split_frame: pd.DataFrame, seeds: pd.DataFrame, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.training_data import dimension_rows, project_labelled_rows
+
+    pick = pd.concat([split_frame[split_frame["split"] == s].head(3) for s in corpora.SPLITS])
+    pick = pd.concat([pick, seeds.head(2)])  # a project label on a seed row is not used
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "mine.jsonl").write_text("\n".join(
+        json.dumps({"id": i, "sentiment": "negative", "logistics": "negative",
+                    "quality": "none", "service": "none", "privacy": "none"})
+        for i in pick["id"]), encoding="utf-8")
+    monkeypatch.setenv("REVSAT_DATA_DIR", str(tmp_path))
+    rows = project_labelled_rows(SHARED, set(seeds["id"]))
+    train_ids = set(pick.loc[pick["split"] == "train", "id"]) - set(seeds["id"])
+    assert set(rows["id"]) == train_ids
+    texts = split_frame.set_index("id").loc[rows["id"], "text"]
+    assert (texts.to_numpy() == rows["text"].to_numpy()).all()
+    dims = dimension_rows(SHARED)
+    assert set(dims.loc[dims["fold"] == -1, "split"]) == {"train"}
+    assert train_ids <= set(dims["id"])
+    # a label outside the guidelines' vocabulary is refused, naming the row
+    (tmp_path / "labels" / "bad.jsonl").write_text(json.dumps(
+        {"id": "waimai_10k-0", "sentiment": "angry", "logistics": "none", "quality": "none",
+         "service": "none", "privacy": "none"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="angry"):
+        project_labelled_rows(SHARED)
