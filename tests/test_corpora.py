@@ -276,3 +276,14 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
          "service": "none", "privacy": "none"}), encoding="utf-8")
     with pytest.raises(ValueError, match="angry"):
         project_labelled_rows(SHARED)
+
+
+def test_shipped_project_labels_are_all_training_rows(seeds: pd.DataFrame) -> None:
+    from pipeline.config import data_dir
+    from pipeline.training_data import project_labelled_rows
+
+    lines = (data_dir() / "labels" / "corpus_rows.jsonl").read_text("utf-8").splitlines()
+    rows = project_labelled_rows(SHARED, set(seeds["id"]))
+    # every labelled row resolves, is in the train split and is not a seed row: none dropped
+    assert len(rows) == len([line for line in lines if line.strip()])
+    assert set(rows["lang"]) == {"zh", "en"}
