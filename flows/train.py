@@ -65,5 +65,7 @@ def train_model(config: TrainConfig, shared: str | None = None,
     results = evaluate_models([str(out), compare_with], shared_path)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
                                       encoding="utf-8")
-    write_model_card(out, asdict(config), results)
+    project = train_rows.loc[train_rows.get("source", pd.Series(dtype=object)) == "project",
+                             "id"].nunique()
+    write_model_card(out, asdict(config), results, project_label_rows=project)
     return results

@@ -88,8 +88,9 @@ def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.
 
 def dimension_rows(shared: Path, folds: int = 5) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's own labels of
-    corpus rows and its hand-written examples (training only, ``fold`` -1)."""
-    seeds = add_split(load_seed_labels(shared), folds=folds)
-    grown = project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1)
-    extra = extra_rows().assign(fold=-1)
+    corpus rows and its hand-written examples (training only, ``fold`` -1); ``source`` says
+    which (``seed``, ``project``, ``written``)."""
+    seeds = add_split(load_seed_labels(shared), folds=folds).assign(source="seed")
+    grown = project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1, source="project")
+    extra = extra_rows().assign(fold=-1, source="written")
     return pd.concat([seeds, grown, extra], ignore_index=True)

@@ -31,8 +31,10 @@ def _layers(config: dict) -> str:
     return f"Encoder layers kept: {config.get('num_layers') or 12}."
 
 
-def write_model_card(directory: Path, config: dict, results: dict, extra: str = "") -> Path:
-    """Write ``README.md`` (the card) into the model folder."""
+def write_model_card(directory: Path, config: dict, results: dict, extra: str = "",
+                     project_label_rows: int = 0) -> Path:
+    """Write ``README.md`` (the card) into the model folder (``project_label_rows``: rows of
+    ``data/labels/`` among the training rows)."""
     meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
     table = markdown_table(summary_table(results)) if results else "(not evaluated)"
     calib = meta.get("calibration_dev", {})
@@ -47,6 +49,8 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
         "heads on corpus rows that have no dimension labels."
         if config.get("teacher") else ""
     )
+    project = (f" and {project_label_rows} corpus rows the project labelled itself "
+               "(`data/labels/`, train split only)" if project_label_rows else "")
     card = f"""# {meta.get('name')}: bilingual review sentiment and four-dimension sentiment
 
 One forward pass predicts overall sentiment (positive/negative/neutral) and, for each of
@@ -70,7 +74,8 @@ Trained on this project's 2-core CPU machine (no GPU was available for this mode
 Data: the `train` split (by normalised text) of the Chinese corpora (online_shopping_10_cats,
 waimai_10k, ChnSentiCorp_htl_all) and English corpora (Blitzer MDSD, Women's clothing
 e-commerce with 3 stars as neutral, UCI Amazon cells) for sentiment; the seed dimension labels'
-`train` split plus the project's hand-written examples (`data/train_extra/`) for dimensions.
+`train` split plus the project's hand-written examples (`data/train_extra/`){project} for
+dimensions.
 Row ids per split: `training_manifest.json` (gzipped in the shipped folder).
 
 ## Held-out results

@@ -13,7 +13,7 @@ from pipeline.model.classifier import load_model, save_model
 
 def package_model(src: Path, dst: Path, results: dict | None = None,
                   int8_dynamic: bool | None = None, extra: str = "",
-                  ensemble: dict | None = None) -> Path:
+                  ensemble: dict | None = None, project_label_rows: int = 0) -> Path:
     """Copy ``src`` to ``dst`` with fp16 weights; optionally set the int8 flag and rewrite the
     card with ``results`` (from :func:`pipeline.model.evaluate.evaluate_models`)."""
     model, tokenizer, meta = load_model(src)
@@ -32,7 +32,8 @@ def package_model(src: Path, dst: Path, results: dict | None = None,
     if results is not None:
         (tmp / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
                                           encoding="utf-8")
-        write_model_card(tmp, meta.get("train_config", {}), results, extra)
+        write_model_card(tmp, meta.get("train_config", {}), results, extra,
+                         project_label_rows)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return dst
