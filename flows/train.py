@@ -32,7 +32,7 @@ def load_config(path: str | None, **overrides) -> TrainConfig:
 @task(name="assemble-data", **_TASK)
 def assemble(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
-    dims = dimension_rows(shared)
+    dims = dimension_rows(shared, project_labels=config.project_labels)
     dim_train = dims[dims["split"] == "train"]
     train_rows = pd.concat(
         [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats],

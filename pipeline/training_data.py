@@ -86,11 +86,18 @@ def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.
     return rows[keep].reset_index(drop=True)
 
 
-def dimension_rows(shared: Path, folds: int = 5) -> pd.DataFrame:
-    """Seed-labelled rows (with ``split`` and ``fold``), plus the project's own labels of
-    corpus rows and its hand-written examples (training only, ``fold`` -1); ``source`` says
-    which (``seed``, ``project``, ``written``)."""
+def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False) -> pd.DataFrame:
+    """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
+    examples and, with ``project_labels``, its own labels of corpus rows (both training only,
+    ``fold`` -1); ``source`` says which (``seed``, ``written``, ``project``).
+
+    ``project_labels`` is off by default so that the configs of models trained before
+    ``data/labels/`` existed still select the same rows.
+    """
     seeds = add_split(load_seed_labels(shared), folds=folds).assign(source="seed")
-    grown = project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1, source="project")
-    extra = extra_rows().assign(fold=-1, source="written")
-    return pd.concat([seeds, grown, extra], ignore_index=True)
+    parts = [seeds]
+    if project_labels:
+        parts.append(project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1,
+                                                                            source="project"))
+    parts.append(extra_rows().assign(fold=-1, source="written"))
+    return pd.concat(parts, ignore_index=True)

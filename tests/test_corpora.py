@@ -267,9 +267,10 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
     assert set(rows["id"]) == train_ids
     texts = split_frame.set_index("id").loc[rows["id"], "text"]
     assert (texts.to_numpy() == rows["text"].to_numpy()).all()
-    dims = dimension_rows(SHARED)
+    dims = dimension_rows(SHARED, project_labels=True)
     assert set(dims.loc[dims["fold"] == -1, "split"]) == {"train"}
     assert train_ids <= set(dims["id"])
+    assert not train_ids & set(dimension_rows(SHARED)["id"])  # opt-in
     # a label outside the guidelines' vocabulary is refused, naming the row
     (tmp_path / "labels" / "bad.jsonl").write_text(json.dumps(
         {"id": "waimai_10k-0", "sentiment": "angry", "logistics": "none", "quality": "none",

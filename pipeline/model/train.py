@@ -54,6 +54,7 @@ class TrainConfig:
     dimension_repeats: int = 4  # dimension-labelled rows are few: show them this often per epoch
     dimension_weight: float = 1.0
     sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
+    project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
     seed: int = 13
     threads: int = 2
     prefix: str = "query: "
