@@ -281,7 +281,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         def reader_over(lines: Iterable[str]):
             return csv.reader(feed(lines), delimiter=delimiter, strict=False)
 
-        titles = title_rows(list(csv.reader(io.StringIO(head), delimiter=delimiter)))
+        titles = skipped = title_rows(list(csv.reader(io.StringIO(head), delimiter=delimiter)))
         reader = reader_over(fh)
         header: list[str] = []
         try:
@@ -294,7 +294,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         except csv.Error as exc:
             raise InputError(f"{path}: cannot read the header row ({exc})") from None
         header = [h.strip() for h in header]
-        if title_rows(list(csv.reader(io.StringIO(head), delimiter=delimiter))):
+        if skipped:
             log.warning("%s: title row(s) above the header on line %d skipped", path, line_no)
         consumed.clear()
         width = len(header)
