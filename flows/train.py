@@ -65,7 +65,7 @@ def train_model(config: TrainConfig, shared: str | None = None,
     results = evaluate_models([str(out), compare_with], shared_path)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
                                       encoding="utf-8")
-    project = train_rows.loc[train_rows.get("source", pd.Series(dtype=object)) == "project",
-                             "id"].nunique()
+    project = (train_rows.loc[train_rows["source"] == "project", "id"].nunique()
+               if "source" in train_rows else 0)  # no dimension rows: no source column
     write_model_card(out, asdict(config), results, project_label_rows=project)
     return results
