@@ -1,5 +1,5 @@
 """Prefect flow ``nightly-score``: score the export files of a directory that the ledger has
-not seen yet (by content hash), then record them. Thin: the ledger is :mod:`pipeline.ledger`,
+not seen yet (by content hash), then record them. Thin: the ledger is :mod:`pipeline.store.ledger`,
 the scoring is the ``score-reviews`` flow (run as a subflow).
 
 Deployed as ``nightly-score`` by ``prefect.yaml`` (cron, default 02:00) or served from one
@@ -12,9 +12,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.score import score_reviews
-from pipeline import ledger
 from pipeline.config import Settings
-from pipeline.history import AlertsRaised
+from pipeline.errors import AlertsRaised
+from pipeline.store import ledger
 
 
 @flow(name="nightly-score")

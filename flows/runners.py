@@ -3,7 +3,7 @@ parallel by Prefect's Dask task runner (``dask``, from ``prefect-dask``) or Ray 
 (``ray``, from ``prefect-ray``, not installed by default).
 
 Only the ``score-part`` tasks are submitted to the runner: a part needs the chunk, the model
-folder and the settings (:class:`pipeline.parts.PartSpec`), never the run object. Chunks stream:
+folder and the settings (:class:`pipeline.run.part.PartSpec`), never the run object. Chunks stream:
 the flow reads one chunk at a time and keeps at most ``window`` parts in flight (2 per worker
 thread by default), so neither the flow nor a worker ever holds the whole input.
 """
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline.parts import PartSpec
+from pipeline.run.part import PartSpec
 
 TASK_RUNNERS = ("sequential", "dask", "ray")
 

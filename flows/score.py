@@ -14,13 +14,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.runners import part_runner, runner_threads, score_parts
+from pipeline.analytics.drivers import DriverWeights
 from pipeline.config import Settings
-from pipeline.drivers import DriverWeights
-from pipeline.history import AlertsRaised
-from pipeline.io.readers import Chunk, expand_inputs
-from pipeline.parts import PartCounts, PartSpec, score_part
-from pipeline.progress import RowProgress
-from pipeline.scorer import ScoreRun
+from pipeline.errors import AlertsRaised
+from pipeline.ingest.readers import Chunk, expand_inputs
+from pipeline.run.part import PartCounts, PartSpec, score_part
+from pipeline.run.progress import RowProgress
+from pipeline.run.steps import ScoreRun
 
 # Tasks receive live objects (runs, chunks): never hash or cache them.
 _TASK = {"cache_policy": NO_CACHE}
@@ -62,7 +62,7 @@ def report_task(run: ScoreRun, sat) -> str:
 
 @task(name="warehouse", **_TASK)
 def warehouse_task(db: str, url: str) -> dict[str, int]:
-    from pipeline.warehouse import export_duckdb
+    from pipeline.store.warehouse import export_duckdb
 
     return export_duckdb(Path(db), url)
 

@@ -11,10 +11,10 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.model.card import write_model_card
-from pipeline.model.evaluate import evaluate_models
-from pipeline.model.train import TrainConfig, train, write_manifest
-from pipeline.training_data import dimension_rows, require_shared, sentiment_rows
+from pipeline.training.card import write_model_card
+from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
+from pipeline.training.evaluate import evaluate_models
+from pipeline.training.trainer import TrainConfig, train, write_manifest
 
 _TASK = {"cache_policy": NO_CACHE}
 

@@ -37,9 +37,9 @@ def sample_labelled() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_baseline_dir(tmp_path_factory) -> Path:
     """A real baseline fitted on the sample's own labels (fast; quality is not the point)."""
-    from pipeline.baseline import BaselineModel
-    from pipeline.preprocess import preprocess
-    from pipeline.schema import DIMENSIONS
+    from pipeline.catalog import DIMENSIONS
+    from pipeline.models.baseline import BaselineModel
+    from pipeline.text.preprocess import preprocess
 
     data = preprocess(sample_labelled())
     model = BaselineModel().fit(

@@ -18,13 +18,14 @@ import pytest
 from conftest import SAMPLE
 
 from pipeline.config import Settings
-from pipeline.io import readers
-from pipeline.io.csv_export import export_csv, neutralise
-from pipeline.io.readers import InputError, iter_chunks, read_all
-from pipeline.io.writers import UnsafePath, inside, publish_duckdb
-from pipeline.preprocess import preprocess
+from pipeline.errors import InputError, UnsafePath
+from pipeline.ingest import readers
+from pipeline.ingest.readers import iter_chunks, read_all
 from pipeline.retry import backoff_delays, retry
-from pipeline.scorer import ScoreRun
+from pipeline.run.steps import ScoreRun
+from pipeline.store.csv_export import export_csv, neutralise
+from pipeline.store.writers import inside, publish_duckdb
+from pipeline.text.preprocess import preprocess
 
 # --- CSV structure -------------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ def test_input_hash_retries_a_transient_read_error(tmp_path, monkeypatch):
     import errno
     import pathlib
 
-    from pipeline.parts import file_digest
+    from pipeline.run.part import file_digest
 
     path = tmp_path / "a.csv"
     path.write_text("text\n好\n", encoding="utf-8")
@@ -182,7 +183,7 @@ def test_input_hash_retries_a_transient_read_error(tmp_path, monkeypatch):
 
 
 def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
-    from pipeline.io import writers
+    from pipeline.store import writers
 
     table = tmp_path / "t.parquet"
     pd.DataFrame({"a": [1, 2]}).to_parquet(table)
@@ -207,8 +208,8 @@ def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
 
 
 def test_relative_dates_are_not_read_as_today():
-    from pipeline.io.readers import Chunk, find_columns
-    from pipeline.validate import IdRegistry, validate_chunk
+    from pipeline.ingest.readers import Chunk, find_columns
+    from pipeline.ingest.validate import IdRegistry, validate_chunk
 
     frame = pd.DataFrame({"text": ["a", "b"], "created_at": ["now", "Today"],
                           "rating": ["nan", "inf"], "source_row": [0, 1]})
@@ -376,8 +377,8 @@ def test_report_escapes_script_payloads(messy_run):
 
 
 def test_report_escapes_review_text_directly(tmp_path, messy_run):
+    from pipeline.catalog import DIMENSIONS
     from pipeline.report import render_report
-    from pipeline.schema import DIMENSIONS
 
     _, out, _, _ = messy_run
     record = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -411,7 +412,7 @@ def test_csv_export_neutralises_formulas(messy_run):
 def test_cli_export_writes_inside_out(messy_run):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from revsat.cli import app
 
     _, out, _, _ = messy_run
     result = CliRunner().invoke(app, ["export", str(out), "--table", "rejected"])

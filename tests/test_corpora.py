@@ -1,4 +1,4 @@
-"""Tests for pipeline.corpora against the real shared corpora (skipped when they are absent)."""
+"""Tests for pipeline.training.corpora against the real shared corpora (skipped when absent)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import corpora
-from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.training import corpora
 
 SHARED = corpora.shared_dir()
 if SHARED is None:
@@ -252,7 +252,7 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
     split_frame: pd.DataFrame, seeds: pd.DataFrame, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipeline.training_data import dimension_rows, project_labelled_rows
+    from pipeline.training.data import dimension_rows, project_labelled_rows
 
     pick = pd.concat([split_frame[split_frame["split"] == s].head(3) for s in corpora.SPLITS])
     pick = pd.concat([pick, seeds.head(2)])  # a project label on a seed row is not used
@@ -281,7 +281,7 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
 
 def test_shipped_project_labels_are_all_training_rows(seeds: pd.DataFrame) -> None:
     from pipeline.config import data_dir
-    from pipeline.training_data import project_labelled_rows
+    from pipeline.training.data import project_labelled_rows
 
     lines = (data_dir() / "labels" / "corpus_rows.jsonl").read_text("utf-8").splitlines()
     rows = project_labelled_rows(SHARED, set(seeds["id"]))

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from pipeline.io import duck
+from pipeline.store import duck
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 from conftest import SAMPLE
 
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, REVIEWS_SCHEMA, SENTIMENTS
 from pipeline.config import Settings
-from pipeline.io.writers import current_snapshot
-from pipeline.schema import DIM_LABELS, DIMENSIONS, REVIEWS_SCHEMA, SENTIMENTS
-from pipeline.scorer import ScoreRun
+from pipeline.run.steps import ScoreRun
+from pipeline.store.writers import current_snapshot
 
 
 def test_sample_outputs_follow_the_contract(sample_run):
@@ -207,7 +207,7 @@ def test_incremental_run_reuses_cached_predictions(tmp_path, tiny_baseline_dir):
 
 def test_cli_reports_missing_input(tmp_path, tiny_baseline_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "score", str(tmp_path / "missing.csv"),
+        [sys.executable, "-m", "revsat.cli", "score", str(tmp_path / "missing.csv"),
          "--out", str(tmp_path / "o"), "--model", str(tiny_baseline_dir), "--no-progress"],
         capture_output=True, text=True, timeout=300,
     )

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import Settings
-from pipeline.io.readers import InputError
-from pipeline.scorer import ScoreRun
+from pipeline.errors import InputError
+from pipeline.run.steps import ScoreRun
 
 WELL_FORMED_EXAMPLES = 120
 JUNK_EXAMPLES = 80

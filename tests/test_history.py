@@ -14,9 +14,9 @@ from conftest import SAMPLE
 from scipy import stats
 from typer.testing import CliRunner
 
-from pipeline import history
-from pipeline.schema import DIMENSIONS
-from pipeline.scoring import count_mentions, satisfaction_table, with_composite
+from pipeline.analytics import trends as history
+from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
+from pipeline.catalog import DIMENSIONS
 
 EQUAL = {d: 0.25 for d in DIMENSIONS}
 
@@ -159,7 +159,7 @@ def test_two_days_through_the_flow(two_day_runs):
 def test_rerun_same_date_and_fail_on_alerts_exit_code(two_day_runs, tmp_path, tiny_baseline_dir):
     """Re-running 2026-11-15 via the CLI with --fail-on-alerts: exit 3, outputs published,
     and every history table holds each date once."""
-    from pipeline.cli import app
+    from revsat.cli import app
 
     src, _records, day2 = two_day_runs
     out = tmp_path / "copy"

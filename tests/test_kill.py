@@ -28,7 +28,7 @@ import pytest
 from conftest import ROOT
 from test_flow import big_export
 
-from pipeline.schema import REVIEWS_SCHEMA
+from pipeline.catalog import REVIEWS_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +42,11 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from pipeline.config import Settings
-from pipeline.scorer import ScoreRun
+from pipeline.run.steps import ScoreRun
 out, model, export = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 if len(sys.argv) > 5:  # fault injection inside publication: SIGKILL ourselves at that point
     import os, signal
-    from pipeline.io import writers
+    from pipeline.store import writers
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     if sys.argv[5] == "after-db-commit":  # DuckDB committed, files not flipped yet
@@ -190,8 +190,8 @@ def test_sigkill_inside_publication(tmp_path, tiny_baseline_dir, fault):
     """The one window where the DuckDB file and the output files could disagree: a kill
     between the database commit and the file flip (or right after the flip). Files are
     all-old or all-new, never mixed, and the next run completes the publication first."""
-    from pipeline import history
-    from pipeline.io.writers import current_snapshot, recover
+    from pipeline.analytics import trends as history
+    from pipeline.store.writers import current_snapshot, recover
 
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     big_export(first, 1_500)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from pipeline import ledger
+from pipeline.store import ledger
 
 
 def test_ledger_new_seen_and_changed(tmp_path):

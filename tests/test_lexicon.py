@@ -1,9 +1,9 @@
 import pandas as pd
 from conftest import sample_labelled
 
-from pipeline.lexicon import Lexicon, default_lexicon
-from pipeline.preprocess import preprocess
-from pipeline.schema import DIMENSIONS
+from pipeline.catalog import DIMENSIONS
+from pipeline.text.lexicon import Lexicon, default_lexicon
+from pipeline.text.preprocess import preprocess
 
 
 def test_longest_match_wins():

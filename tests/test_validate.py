@@ -1,7 +1,7 @@
 import pandas as pd
 
-from pipeline.io.readers import Chunk, find_columns
-from pipeline.validate import IdRegistry, fallback_id, validate_chunk
+from pipeline.ingest.readers import Chunk, find_columns
+from pipeline.ingest.validate import IdRegistry, fallback_id, validate_chunk
 
 
 def chunk(rows: list[dict], name: str = "/data/export.csv") -> Chunk:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from pipeline.catalog import DIMENSIONS
 from pipeline.report import charts
-from pipeline.schema import DIMENSIONS
 
 
 def _environment() -> Environment:
