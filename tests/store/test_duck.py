@@ -1,0 +1,35 @@
+"""DuckDB connections used by the pipeline are capped and spill to a private folder."""
+
+from __future__ import annotations
+
+import glob
+import tempfile
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.store import duck
+
+
+def test_connections_are_capped_and_spill_privately(monkeypatch):
+    monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "200MB")
+    con = duck.connect(Settings().duckdb_memory)  # the settings are the only reader of env
+    try:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit.endswith("MiB") and float(limit.split()[0]) < 200  # 200 MB = 190.7 MiB
+        # A sort larger than the cap completes by spilling to this connection's own folder.
+        rows = con.execute(
+            "SELECT count(*) FROM (SELECT md5(i::VARCHAR) || md5((i * 7)::VARCHAR) AS s "
+            "FROM range(4000000) t(i) ORDER BY s)").fetchone()[0]
+        spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        assert rows == 4_000_000
+        assert spill.startswith(tempfile.gettempdir()) and "revsat-duckdb-" in spill
+    finally:
+        con.close()
+    assert not glob.glob(spill)  # removed with the connection
+
+
+def test_bad_memory_setting_is_refused(monkeypatch):
+    monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "lots")
+    with pytest.raises(ValueError, match="512MB or 2GB"):
+        Settings()
