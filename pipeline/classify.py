@@ -10,11 +10,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings, models_dir
+from pipeline.errors import ModelNotFound
 from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
-
-
-class ModelNotFound(Exception):
-    """The requested model folder does not exist or holds no known model format."""
 
 
 class Classifier(Protocol):

@@ -50,18 +50,9 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from pipeline.errors import AlertsRaised as AlertsRaised  # re-exported
 from pipeline.io.writers import duckdb_transaction
 from pipeline.schema import DIMENSIONS
-
-
-class AlertsRaised(RuntimeError):
-    """The run published its outputs and raised alerts, and ``fail_on_alerts`` is set."""
-
-    def __init__(self, record: dict) -> None:
-        super().__init__(f"run {record['run_id']} ({record['run_date']}) raised "
-                         f"{record['alerts']} alert(s)")
-        self.record = record
-
 
 #: Keys of a trend row / an alert.
 KEYS = ["grouping", "group", "dimension"]

@@ -53,8 +53,8 @@ class PartSpec:
     model_path: str
     settings: dict
     run_id: str
-    text_column: str | None = None
-    id_column: str | None = None
+    #: Column roles named by the user (role -> input column), see :func:`find_columns`.
+    columns: dict = field(default_factory=dict)
     cache_dir: str | None = None  # score cache of this model version (None: --full)
 
 
@@ -142,7 +142,7 @@ def score_part(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec) 
     scored = pd.DataFrame()
     if not chunk.rows.empty:
         columns = find_columns(
-            [c for c in chunk.rows.columns if c != "source_row"], spec.text_column, spec.id_column
+            [c for c in chunk.rows.columns if c != "source_row"], overrides=spec.columns
         )
         # Ids are de-duplicated across the run at merge time; within a chunk here too.
         validated = validate_chunk(chunk, columns, IdRegistry())

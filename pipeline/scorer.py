@@ -21,8 +21,10 @@ from pipeline import __version__, history
 from pipeline.classify import resolve_model
 from pipeline.config import Settings
 from pipeline.drivers import DriverWeights, driver_weights
+from pipeline.errors import ConservationError, InputError
 from pipeline.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms
-from pipeline.io.readers import Chunk, InputError, find_columns, iter_chunks
+from pipeline.io.columns import text_candidates
+from pipeline.io.readers import Chunk, find_columns, iter_chunks
 from pipeline.io.writers import (
     Staging,
     atomic_write_text,
@@ -81,10 +83,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-class ConservationError(RuntimeError):
-    """Rows in != rows scored + rows rejected: a bug, never a data problem."""
-
-
 @dataclass
 class RunStats:
     """Counts a user sees at the end of a run and in the ``runs`` table."""
@@ -98,6 +96,10 @@ class RunStats:
     parts_reused: int = 0  # chunks finished by an earlier, interrupted run
     failed_files: dict[str, str] = field(default_factory=dict)
     encodings: dict[str, str] = field(default_factory=dict)
+    #: Per input file: the column each role was read from (None: absent).
+    columns: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Messages about a doubtful column choice (logged as warnings too).
+    column_warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:
@@ -136,13 +138,20 @@ class ScoreRun:
         self.started = datetime.now(UTC)
         self.text_column = text_column
         self.id_column = id_column
+        #: Column roles named by the user (flags, REVSAT_* or revsat.toml), role -> column.
+        self.column_overrides = settings.column_overrides()
+        if text_column is not None:
+            self.column_overrides["text"] = text_column
+        if id_column is not None:
+            self.column_overrides["id"] = id_column
         self.stats = RunStats()
         self.input_paths = [Path(p) for p in inputs]
         self.inputs = [str(p) for p in self.input_paths]
         self.digests = {str(p): _digest_or_none(p) for p in self.input_paths}
         key = json.dumps(
             [self.model_path, self.classifier.version, settings.chunk_rows, settings.max_chars,
-             settings.quantize, text_column, id_column, sorted(self.digests.items())]
+             settings.quantize, sorted(self.column_overrides.items()),
+             sorted(self.digests.items())]
         )
         self.run_key = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.work_dir = self.out_dir / ".revsat"
@@ -156,8 +165,7 @@ class ScoreRun:
             model_path=self.model_path,
             settings=model_settings,
             run_id=self.run_id,
-            text_column=text_column,
-            id_column=id_column,
+            columns=dict(self.column_overrides),
             cache_dir=None if full else str(self.cache_dir),
         )
         # A publication interrupted by a crash is completed (or dropped) here, first.
@@ -180,8 +188,10 @@ class ScoreRun:
                 if chunk.encoding:
                     self.stats.encodings.setdefault(str(path), chunk.encoding)
                 if not chunk.rows.empty:  # no text column: this file fails, the others go on
-                    find_columns([c for c in chunk.rows.columns if c != "source_row"],
-                                 self.text_column, self.id_column)
+                    mapping = find_columns([c for c in chunk.rows.columns if c != "source_row"],
+                                           overrides=self.column_overrides)
+                    if str(path) not in self.stats.columns:
+                        self._note_columns(path, chunk, mapping)
                 yield chunk, order, index
                 index += 1
         except (InputError, OSError, UnicodeDecodeError) as exc:
@@ -190,6 +200,33 @@ class ScoreRun:
                 message = f"{path}: {message}"
             self.stats.failed_files[str(path)] = message
             log.error("input failed: %s", message)
+
+    def _note_columns(self, path: Path, chunk: Chunk, mapping) -> None:
+        """Log and record the column mapping of a file (on its first chunk with rows), and warn
+        when the text column is mostly empty while another text candidate is filled."""
+        roles = mapping.roles()
+        self.stats.columns[str(path)] = roles
+        log.info("%s: columns %s", path, ", ".join(
+            f"{role}={col!r}" for role, col in roles.items() if col is not None))
+        rows = chunk.rows
+
+        def filled(col: str) -> float:
+            values = rows[col].map(lambda v: isinstance(v, str) and bool(v.strip()))
+            return float(values.mean()) if len(values) else 0.0
+
+        chosen = filled(mapping.text)
+        if chosen >= 0.5:
+            return
+        for other in text_candidates([c for c in rows.columns if c != "source_row"]):
+            share = filled(other)
+            if other != mapping.text and share >= 0.9:
+                message = (f"{path}: text column {mapping.text!r} is empty in "
+                           f"{100 * (1 - chosen):.0f} % of the first {len(rows)} rows while "
+                           f"{other!r} is filled in {100 * share:.0f} %; if {other!r} holds "
+                           f"the reviews, pass --text-column {other!r}")
+                self.stats.column_warnings.append(message)
+                log.warning("%s", message)
+                return
 
     def add(self, counts: PartCounts) -> None:
         """Account for one finished part."""
@@ -305,6 +342,8 @@ class ScoreRun:
             "warnings": s.warnings,
             "failed_files": s.failed_files,
             "encodings": s.encodings,
+            "columns": s.columns,
+            "column_warnings": s.column_warnings,
             "cached": s.cached,
             "model_rows": s.model_rows,
             "parts_reused": s.parts_reused,
@@ -350,6 +389,9 @@ class ScoreRun:
             pd.DataFrame([{**record, "inputs": json.dumps(record["inputs"]),
                            "failed_files": json.dumps(record["failed_files"]),
                            "encodings": json.dumps(record["encodings"]),
+                           "columns": json.dumps(record["columns"], ensure_ascii=False),
+                           "column_warnings": json.dumps(record["column_warnings"],
+                                                         ensure_ascii=False),
                            "seconds": json.dumps(record["seconds"]),
                            "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,

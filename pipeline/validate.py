@@ -2,7 +2,11 @@
 
 Policies (also in the README):
 - empty or whitespace-only text -> rejected;
-- a missing id -> ``h-`` + a hash of the file name and the text (stable across re-runs);
+- a missing id -> from the order id (and product) when the export has an order column
+  (``o-`` + a hash: the same review in a later, cumulative export gets the same id), else
+  ``h-`` + a hash of the file's base name, the row number and the text: stable across re-runs
+  of the same file, distinct for every row (ten customers who each wrote ``好评`` are ten
+  reviews);
 - a review id already seen earlier in the same run -> rejected, naming the first occurrence;
 - an unparseable or out-of-range rating (not 0-5) or date -> the review is scored, the field is
   set to null and a warning row records the original value (nothing is lost, nothing guessed).
@@ -25,9 +29,15 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def fallback_id(source_file: str, text: str) -> str:
-    """Stable id for rows without one: the file's base name and the text, hashed."""
-    digest = hashlib.sha1(f"{Path(source_file).name}\x1f{text}".encode()).hexdigest()
+def fallback_id(source_file: str, text: str, row: int | None = None,
+                order: str | None = None, product: str | None = None) -> str:
+    """Stable id for a row without one (see the module doc): ``o-`` + a hash of the order id
+    and product when there is an order id, else ``h-`` + a hash of the file's base name, the
+    row number and the text."""
+    if order:
+        digest = hashlib.sha1(f"order\x1f{order}\x1f{product or ''}".encode()).hexdigest()
+        return f"o-{digest[:16]}"
+    digest = hashlib.sha1(f"{Path(source_file).name}\x1f{row}\x1f{text}".encode()).hexdigest()
     return f"h-{digest[:16]}"
 
 
@@ -81,12 +91,16 @@ def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validat
             }
         )
     rows, text = rows[keep], text[keep]
-    if columns.id is not None:
-        given = rows[columns.id].map(lambda v: v.strip() if isinstance(v, str) else "")
-    else:
-        given = pd.Series("", index=rows.index)
+    def column(name: str | None) -> pd.Series:
+        if name is None:
+            return pd.Series("", index=rows.index)
+        return rows[name].map(lambda v: v.strip() if isinstance(v, str) else "")
+
+    given, orders = column(columns.id), column(columns.extras.get("order_id"))
+    products = column(columns.extras.get("product_id"))
     review_ids = [
-        g or fallback_id(chunk.source_file, t) for g, t in zip(given, text, strict=True)
+        g or fallback_id(chunk.source_file, t, int(r), o, p)
+        for g, t, r, o, p in zip(given, text, rows["source_row"], orders, products, strict=True)
     ]
     keep_rows = []
     for idx, rid in zip(rows.index, review_ids, strict=True):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline.io.columns import ColumnMap, find_columns
 from pipeline.retry import backoff_delays, is_transient
 
@@ -38,10 +39,6 @@ _SNIFF_BYTES = 1 << 20
 _DELIMITERS = (",", "\t", ";", "|")  # in order of preference when the header has as many
 
 csv.field_size_limit(sys.maxsize)
-
-
-class InputError(Exception):
-    """A whole input file cannot be read; the message says which file and what to do."""
 
 
 @dataclass

@@ -27,13 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.readers import InputError
+from pipeline.errors import UnsafePath
 
 log = logging.getLogger("revsat")
-
-
-class UnsafePath(InputError, ValueError):
-    """A configured or derived output path would land outside ``--out`` (the CLI exits 2)."""
 
 
 def inside(out_dir: Path, name: str | Path) -> Path:
