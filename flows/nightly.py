@@ -13,8 +13,8 @@ from prefect import flow, get_run_logger
 
 from flows.score import score_reviews
 from pipeline import ledger
-from pipeline.config import Settings
-from pipeline.history import AlertsRaised
+from pipeline.config import load_settings
+from pipeline.errors import AlertsRaised
 
 
 @flow(name="nightly-score")
@@ -29,13 +29,21 @@ def nightly_score(
     task_runner: str = "sequential",
     dask_address: str | None = None,
     workers: int | None = None,
+    columns: dict[str, str] | None = None,
+    fail_on_alerts: bool | None = None,
 ) -> dict:
     """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
     into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
     a date). Returns the run record plus ``new_files``; ``{"skipped": True}`` when nothing is
-    new."""
+    new.
+
+    ``columns`` names input columns as the settings do (``{"text_column": "初评内容"}``; also
+    ``id_column``, ``product_column``, ``rating_column``, ``date_column``,
+    ``category_column``, ``order_column``); ``fail_on_alerts`` overrides the setting (the
+    flow run then fails with :class:`~pipeline.errors.AlertsRaised` after publishing)."""
     logger = get_run_logger()
-    settings = Settings(model=model, progress=False)
+    extra = {} if fail_on_alerts is None else {"fail_on_alerts": fail_on_alerts}
+    settings = load_settings(model=model, progress=False, **(columns or {}), **extra)
     db = Path(out) / settings.duckdb_name
     paths = ledger.discover(input_dir, pattern)
     files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]

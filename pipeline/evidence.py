@@ -89,7 +89,8 @@ def term_counts(reviews_parquet: Path) -> tuple[pd.DataFrame, dict[str, int], in
     finally:
         con.close()
     assert row is not None
-    terms = terms[terms["term"].map(_keep)].reset_index(drop=True)
+    # .astype(bool): on an empty frame map() gives an object Series, read as column labels
+    terms = terms.loc[terms["term"].map(_keep).astype(bool)].reset_index(drop=True)
     return terms, dict(zip(DIMENSIONS, map(int, row[1:]), strict=True)), int(row[0])
 
 

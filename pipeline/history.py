@@ -4,8 +4,10 @@ History
     Every run appends its tables to ``history_*`` tables of ``--out/revsat.duckdb``, keyed by
     ``run_date`` (``--run-date``): ``history_runs`` (one row per run date),
     ``history_satisfaction``, ``history_drivers``, ``history_alerts`` and
-    ``history_complaint_terms``. Re-running a date first deletes that date's rows, in the same
-    transaction as the insert, so a date is never duplicated and a failed write changes nothing.
+    ``history_complaint_terms``, and ``history_reviews`` the review ids each date counted
+    (a review id already there at another date is not counted again). Re-running a date
+    first deletes that date's rows, in the same transaction as the insert, so a date is
+    never duplicated and a failed write changes nothing.
 
 Trends (``trends.parquet``)
     For each (grouping, group, dimension) of the run in the groupings ``alert_groupings``
@@ -343,6 +345,44 @@ def append_history(db: Path, run_date: date, sources: dict[str, Path | pa.Table]
     """:func:`write_history` in a transaction of its own on the database file ``db``."""
     with duckdb_transaction(db) as con:
         write_history(con, run_date, sources)
+
+
+def tables(db: Path) -> set[str]:
+    """Table names of the DuckDB file ``db`` (empty when it does not exist)."""
+    if not db.is_file():
+        return set()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return _tables(con)
+    finally:
+        con.close()
+
+
+def latest_run_date(db: Path) -> date | None:
+    """The latest run date in ``history_runs`` (None without history)."""
+    if "history_runs" not in tables(db):
+        return None
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        value = con.execute("SELECT max(run_date) FROM history_runs").fetchone()[0]
+    finally:
+        con.close()
+    return pd.Timestamp(value).date() if value is not None else None
+
+
+def write_reviews(con: duckdb.DuckDBPyConnection, run_date: date, run_id: str,
+                  counted: Path) -> None:
+    """Record in ``history_reviews`` (review_id, content_hash, run_date, run_id) the reviews
+    ``run_date``'s indices counted: that date's earlier rows are replaced, and a review id
+    recorded at another date is moved here (its text changed, so it was counted again)."""
+    src = f"read_parquet({_sql_string(str(counted))})"
+    if "history_reviews" not in _tables(con):
+        con.execute("CREATE TABLE history_reviews (review_id VARCHAR, content_hash VARCHAR, "
+                    "run_date DATE, run_id VARCHAR)")
+    con.execute("DELETE FROM history_reviews WHERE run_date = ?", [run_date])
+    con.execute(f"DELETE FROM history_reviews WHERE review_id IN (SELECT review_id FROM {src})")
+    con.execute(f"INSERT INTO history_reviews SELECT DISTINCT ON (review_id) review_id, "
+                f"content_hash, ?::DATE, ? FROM {src}", [run_date, run_id])
 
 
 def run_logged(db: Path, run_id: str) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from pipeline import __version__, history
@@ -28,6 +29,7 @@ from pipeline.io.readers import Chunk, find_columns, iter_chunks
 from pipeline.io.writers import (
     Staging,
     atomic_write_text,
+    duckdb_transaction,
     inside,
     publish_duckdb,
     write_parquet,
@@ -79,6 +81,18 @@ def _digest_or_none(path: Path) -> str | None:
         return None
 
 
+def _sql(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _reason_counts(warnings: Path) -> dict[str, int]:
+    """Field warnings of a staged ``warnings.parquet`` counted by reason, most first."""
+    import pyarrow.parquet as pq
+
+    reasons = pq.read_table(warnings, columns=["reason"]).column("reason").to_pandas()
+    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -100,6 +114,12 @@ class RunStats:
     columns: dict[str, dict[str, str | None]] = field(default_factory=dict)
     #: Messages about a doubtful column choice (logged as warnings too).
     column_warnings: list[str] = field(default_factory=list)
+    #: Field warnings per reason (``invalid created_at (not a date)``: 12).
+    warning_reasons: dict[str, int] = field(default_factory=dict)
+    #: Reviews whose id was already counted at another run date (not counted again) ...
+    repeats: int = 0
+    #: ... and those among them with a changed text (counted again, replacing the earlier).
+    changed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:
@@ -267,7 +287,52 @@ class ScoreRun:
         self.stats.rows_rejected = counts["rejected.parquet"]
         self.stats.warnings = counts["warnings.parquet"]
         self.check_conservation()
+        self.stats.warning_reasons = _reason_counts(self.staging.path("warnings.parquet"))
+        if self.stats.warning_reasons:
+            log.warning("field warnings by reason: %s", "; ".join(
+                f"{n} {reason}" for reason, n in self.stats.warning_reasons.items()))
+        self._select_counted()
         self.stats.add_time("merge", time.perf_counter() - t0)
+
+    def _select_counted(self) -> None:
+        """Stage ``counted.parquet``: the reviews this run's indices count. A review whose id
+        is already in ``history_reviews`` at another run date with the same text was counted
+        there and is left out (a cumulative "last 7 days" export is not counted twice); one
+        whose text changed counts here, replacing the earlier (logged). ``count_repeats``
+        counts every review of the run."""
+        reviews = self.staging.path("reviews.parquet")
+        counted = self.staging.path("counted.parquet")
+        db = self.db_path
+        if self.settings.count_repeats or not db.is_file() or (
+                "history_reviews" not in history.tables(db)):
+            shutil.copyfile(reviews, counted)
+            return
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            src = f"read_parquet('{_sql(reviews)}')"
+            seen = ("SELECT review_id, content_hash FROM history_reviews WHERE run_date <> ?")
+            self.stats.repeats, self.stats.changed = con.execute(
+                f"""SELECT count(*), count(*) FILTER (WHERE h.content_hash <> r.content_hash)
+                    FROM {src} r JOIN (SELECT DISTINCT review_id, content_hash FROM
+                      ({seen})) h USING (review_id)""", [self.run_date]).fetchone()
+            con.execute(
+                f"""COPY (SELECT * FROM {src} r WHERE NOT EXISTS (
+                      SELECT 1 FROM ({seen}) h WHERE h.review_id = r.review_id
+                        AND h.content_hash = r.content_hash)
+                    ORDER BY source_file, source_row)
+                    TO '{_sql(counted)}' (FORMAT parquet, COMPRESSION zstd)""",
+                [self.run_date])
+        finally:
+            con.close()
+        # a changed text is in both counts: it is counted again, so not a repeat
+        self.stats.repeats -= self.stats.changed
+        if self.stats.repeats:
+            log.info("%d review(s) already counted at an earlier run date: not counted again "
+                     "in this run's indices", self.stats.repeats)
+        if self.stats.changed:
+            log.warning("%d review(s) changed their text since the run date that counted "
+                        "them: the new text counts in this run, replacing the earlier",
+                        self.stats.changed)
 
     #: Set by :meth:`roll_up` and :meth:`compare_history` (None before they ran).
     drivers: DriverWeights | None = None
@@ -282,7 +347,7 @@ class ScoreRun:
         """Stage ``satisfaction.parquet`` (with the ``composite`` rows) and ``drivers.parquet``
         from the staged reviews."""
         t0 = time.perf_counter()
-        reviews = self.staging.path("reviews.parquet")
+        reviews = self.staging.path("counted.parquet")
         s = self.settings
         sat = satisfaction_table(
             count_mentions(reviews), prior_strength=s.prior_strength, min_mentions=s.min_mentions
@@ -318,7 +383,7 @@ class ScoreRun:
     def find_evidence(self) -> pd.DataFrame:
         """Stage ``complaint_terms.parquet``: top complaint terms per dimension with examples."""
         t0 = time.perf_counter()
-        terms = complaint_terms(self.staging.path("reviews.parquet"), self.run_id,
+        terms = complaint_terms(self.staging.path("counted.parquet"), self.run_id,
                                 self.run_date, top_n=self.settings.top_terms)
         write_parquet(history.to_arrow(terms, COMPLAINT_TERMS_SCHEMA).to_pandas(),
                       self.staging.path("complaint_terms.parquet"), COMPLAINT_TERMS_SCHEMA)
@@ -344,6 +409,10 @@ class ScoreRun:
             "encodings": s.encodings,
             "columns": s.columns,
             "column_warnings": s.column_warnings,
+            "warning_reasons": s.warning_reasons,
+            "repeats": s.repeats,
+            "changed_texts": s.changed,
+            "backfill": self.backfill_of.isoformat() if self.backfill_of else None,
             "cached": s.cached,
             "model_rows": s.model_rows,
             "parts_reused": s.parts_reused,
@@ -362,7 +431,7 @@ class ScoreRun:
     def report(self, sat: pd.DataFrame) -> Path:
         """Render the staged ``report.html``."""
         t0 = time.perf_counter()
-        negative_any = first_complaints(self.staging.path("reviews.parquet"))
+        negative_any = first_complaints(self.staging.path("counted.parquet"))
         rejected = pd.read_parquet(self.staging.path("rejected.parquet"), columns=["reason"])
         staged = {name: pd.read_parquet(self.staging.path(f"{name}.parquet"))
                   for name in ("drivers", "trends", "alerts", "complaint_terms")
@@ -392,6 +461,10 @@ class ScoreRun:
                            "columns": json.dumps(record["columns"], ensure_ascii=False),
                            "column_warnings": json.dumps(record["column_warnings"],
                                                          ensure_ascii=False),
+                           "warning_reasons": json.dumps(record["warning_reasons"],
+                                                         ensure_ascii=False),
+                           # a typed null: a null-typed first row would not take a date later
+                           "backfill": record["backfill"] or "",
                            "seconds": json.dumps(record["seconds"]),
                            "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,
@@ -404,13 +477,24 @@ class ScoreRun:
             "history_complaint_terms": staged["complaint_terms.parquet"],
             "history_runs": history.run_row(record, self._overall_indices()),
         }
+        counted = self.staging.path("counted.parquet")
 
         def log_and_history(con) -> None:
             history.write_log(con, "runs", runs_path)
+            history.write_reviews(con, self.run_date, self.run_id, counted)
             history.write_history(con, self.run_date, history_sources)
 
-        self.staging.begin(names)
         db = self.db_path
+        if self.backfill_of is not None:
+            # An earlier date than the published one: its history only (one transaction);
+            # the published tables and files stay the latest run date's.
+            with duckdb_transaction(db) as con:
+                log_and_history(con)
+            log.warning("back-fill of %s: history updated for that date; the published "
+                        "outputs stay those of %s (the next run's trends include %s)",
+                        self.run_date, self.backfill_of, self.run_date)
+            return {self.settings.duckdb_name: db}
+        self.staging.begin(names)
         publish_duckdb(
             db,
             {name.removesuffix(".parquet"): path for name, path in staged.items()
@@ -420,6 +504,15 @@ class ScoreRun:
         published = self.staging.commit(names)
         published[self.settings.duckdb_name] = db
         return published
+
+    @property
+    def backfill_of(self) -> date | None:
+        """The latest run date in the history when this run's date is earlier (a back-fill),
+        else None. Decided once, before anything is published."""
+        if not hasattr(self, "_backfill_of"):
+            latest = history.latest_run_date(self.db_path)
+            self._backfill_of = latest if latest is not None and self.run_date < latest else None
+        return self._backfill_of
 
     def finish(self) -> dict[str, Path]:
         """Close, roll up, report and publish in one call (for callers without Prefect)."""
@@ -444,9 +537,12 @@ class ScoreRun:
     def update_cache_and_clean(self) -> None:
         """After a successful publish: remember this run's predictions for incremental runs
         and delete the parts (they are no longer needed to resume)."""
-        reviews = self.out_dir / "reviews.parquet"
+        reviews = (self.staging.path("reviews.parquet") if self.backfill_of is not None
+                   else self.out_dir / "reviews.parquet")
         if reviews.is_file() and self.stats.rows_scored:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             write_cache(reviews, self.cache_dir / f"{self.run_id}.parquet",
                         self.classifier.version)
         shutil.rmtree(self.work_dir / "parts", ignore_errors=True)
+        if self.backfill_of is not None:
+            self.staging.cleanup()  # never published: the current snapshot stays

@@ -159,7 +159,10 @@ def _parse_rating(value: str) -> float | None:
     if len(value) == 2 and value[1] == "星" and value[0] in _CHINESE_DIGITS:
         return float(_CHINESE_DIGITS[value[0]])
     match = _RATING_TEXT.fullmatch(value)
-    rating = float(match.group(1) if match else value)
+    try:
+        rating = float(match.group(1) if match else value)
+    except ValueError:
+        raise ValueError("not a number") from None  # one reason for every such value
     if not 0 <= rating <= 5:
         raise ValueError("outside 0-5")
     return rating
@@ -167,6 +170,20 @@ def _parse_rating(value: str) -> float | None:
 
 #: Words pandas would turn into the current time: a re-run must not change the data.
 _RELATIVE_DATES = {"now", "today", "tomorrow", "yesterday"}
+#: Relative dates as Chinese platforms write them (今天 13:45, 3天前, 刚刚).
+_CJK_RELATIVE = re.compile(r"^\s*(?:今天|昨天|前天|刚刚|\d+\s*(?:秒|分钟|小时|天|周|个月)前)")
+
+#: Words around a date as marketplaces write them: ``Reviewed in the United States on
+#: November 18, 2026`` (Amazon), ``发表于 2026-11-18`` / ``评价时间：2026年11月18日`` (Taobao,
+#: JD), ``18th``, a weekday (``星期三``, ``周三``, ``Wed,``).
+_DATE_NOISE = [
+    (re.compile(r"^\s*reviewed\s+in\s+.*?\s+on\s+", re.IGNORECASE), ""),
+    (re.compile(r"^\s*(?:reviewed|posted|published|written)\s+(?:on\s+)?", re.IGNORECASE), ""),
+    (re.compile(r"^\s*[\u4e00-\u9fff]+\s*[:：]?\s*(?=\d)"), ""),
+    (re.compile(r"(?<=\d)(?:st|nd|rd|th)\b", re.IGNORECASE), ""),
+    (re.compile(r"\s*(?:星期|周|礼拜)[一二三四五六日天]\s*"), " "),
+    (re.compile(r"^\s*(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+", re.IGNORECASE), ""),
+]
 
 
 #: ``2026年11月20日 13时45分`` -> ``2026-11-20 13:45``, as Chinese platforms export dates.
@@ -180,13 +197,17 @@ _EPOCH = re.compile(r"\d{9,10}(\.\d+)?|\d{12,13}")  # Unix time in seconds or mi
 
 
 def _parse_date(value: str) -> pd.Timestamp:
-    if value.strip().lower() in _RELATIVE_DATES:
+    if value.strip().lower() in _RELATIVE_DATES or _CJK_RELATIVE.match(value):
         raise ValueError("a relative date, not a date")
     if _EPOCH.fullmatch(value):
         return pd.Timestamp(float(value), unit="s" if len(value.split(".")[0]) <= 10 else "ms")
-    for pattern, repl in _CJK_DATE:
+    for pattern, repl in [*_DATE_NOISE, *_CJK_DATE]:
         value = pattern.sub(repl, value)
-    stamp = pd.Timestamp(value.strip())
+    try:
+        stamp = pd.Timestamp(value.strip())
+    except (ValueError, TypeError, OverflowError):
+        # pandas' message repeats the value: one reason per kind keeps warnings countable
+        raise ValueError("not a date") from None
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     if pd.isna(stamp):

@@ -18,14 +18,53 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline.errors import UnknownTable
 from pipeline.io.writers import inside
 
 #: Leading characters that make a spreadsheet cell a formula (OWASP list + full-width forms).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
 
-#: Tables ``revsat export`` can write.
+#: Published tables ``revsat export`` can write (from ``OUT/<table>.parquet``).
 EXPORTABLE = ("reviews", "rejected", "warnings", "satisfaction", "drivers", "trends",
               "alerts", "complaint_terms")
+#: Tables of ``OUT/revsat.duckdb`` it can write too: the history across runs and the run log.
+HISTORY_EXPORTABLE = ("history_satisfaction", "history_drivers", "history_alerts",
+                      "history_complaint_terms", "history_runs", "history_reviews", "runs",
+                      "ledger")
+
+
+def check_tables(out_dir: Path, tables: list[str], duckdb_name: str = "revsat.duckdb") -> None:
+    """Raise :class:`~pipeline.errors.UnknownTable` (one message for every bad name) unless
+    every name in ``tables`` can be exported from ``out_dir``: checked before any file is
+    written."""
+    known = (*EXPORTABLE, *HISTORY_EXPORTABLE)
+    unknown = [t for t in tables if t not in known]
+    if unknown:
+        raise UnknownTable(f"unknown table(s) {', '.join(map(repr, unknown))}; one of "
+                           f"{', '.join(known)}")
+    missing = []
+    for table in tables:
+        if table in EXPORTABLE:
+            if not inside(out_dir, f"{table}.parquet").is_file():
+                missing.append(table)
+        elif table not in _duckdb_tables(inside(out_dir, duckdb_name)):
+            missing.append(table)
+    if missing:
+        raise UnknownTable(f"{out_dir}: no table(s) {', '.join(map(repr, missing))} yet; run "
+                           "`revsat score` (or nightly) into this folder first")
+
+
+def _duckdb_tables(db: Path) -> set[str]:
+    if not db.is_file():
+        return set()
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
 
 
 def neutralise(value: object) -> object:
@@ -38,26 +77,43 @@ def neutralise(value: object) -> object:
     return value
 
 
-def export_csv(out_dir: Path, table: str, batch_rows: int = 50_000) -> Path:
-    """Write ``OUT/<table>.csv`` from ``OUT/<table>.parquet`` with every text cell
-    neutralised; returns the CSV path."""
-    if table not in EXPORTABLE:
-        raise ValueError(f"unknown table {table!r}; one of {', '.join(EXPORTABLE)}")
-    source = inside(out_dir, f"{table}.parquet")
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such table; run `revsat score` first")
+def export_csv(out_dir: Path, table: str, batch_rows: int = 50_000,
+               duckdb_name: str = "revsat.duckdb") -> Path:
+    """Write ``OUT/<table>.csv`` from ``OUT/<table>.parquet`` (a history table: from
+    ``OUT/revsat.duckdb``) with every text cell neutralised; returns the CSV path. The file
+    gets the permissions of a file the process creates (umask), as the Parquet files do."""
+    check_tables(out_dir, [table], duckdb_name)
     target = inside(out_dir, f"{table}.csv")
-    parquet = pq.ParquetFile(source)
+    if table in EXPORTABLE:
+        parquet = pq.ParquetFile(inside(out_dir, f"{table}.parquet"))
+        names, batches = parquet.schema_arrow.names, parquet.iter_batches(batch_size=batch_rows)
+        _write(target, names, batches)
+        return target
+    import duckdb
+
+    con = duckdb.connect(str(inside(out_dir, duckdb_name)), read_only=True)
+    try:
+        reader = con.sql(f'SELECT * FROM "{table}"').to_arrow_reader(batch_rows)
+        _write(target, reader.schema.names, reader)
+    finally:
+        con.close()
+    return target
+
+
+def _write(target: Path, names: list[str], batches) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600; a CSV is shared like the Parquet files: umask's permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(parquet.schema_arrow.names)
-            for batch in parquet.iter_batches(batch_size=batch_rows):
+            writer.writerow(names)
+            for batch in batches:
                 columns = [[neutralise(v) for v in col.to_pylist()] for col in batch.columns]
                 writer.writerows(zip(*columns, strict=True))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
