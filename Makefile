@@ -18,11 +18,11 @@ demo: install
 	$(BIN)/revsat score data/sample/reviews.csv --out $(OUT) --run-date 2026-11-14
 
 test: install
-	$(BIN)/ruff check pipeline flows tests
+	$(BIN)/ruff check pipeline flows revsat tests
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check pipeline flows tests
+	$(BIN)/ruff check pipeline flows revsat tests
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,5 +1,5 @@
 """Prefect flow ``nightly-score``: score the export files of a directory that the ledger has
-not seen yet (by content hash), then record them. Thin: the ledger is :mod:`pipeline.ledger`,
+not seen yet (by content hash), then record them. Thin: the ledger is :mod:`pipeline.store.ledger`,
 the scoring is the ``score-reviews`` flow (run as a subflow).
 
 Deployed as ``nightly-score`` by ``prefect.yaml`` (cron, default 02:00) or served from one
@@ -12,16 +12,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.score import score_reviews
-from pipeline import ledger
 from pipeline.config import load_settings
 from pipeline.errors import AlertsRaised
+from pipeline.store import ledger
 
 
 @flow(name="nightly-score")
 def nightly_score(
     input_dir: str,
     out: str,
-    model: str = "default",
+    model: str | None = None,
     pattern: str = "*",
     run_date: date | None = None,
     rescore: bool = False,
@@ -34,8 +34,8 @@ def nightly_score(
 ) -> dict:
     """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
     into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
-    a date). Returns the run record plus ``new_files``; ``{"skipped": True}`` when nothing is
-    new.
+    a date). ``model`` overrides the settings' model. Returns the run record plus
+    ``new_files``; ``{"skipped": True}`` when nothing is new.
 
     ``columns`` names input columns as the settings do (``{"text_column": "初评内容"}``; also
     ``id_column``, ``product_column``, ``rating_column``, ``date_column``,
@@ -43,7 +43,9 @@ def nightly_score(
     flow run then fails with :class:`~pipeline.errors.AlertsRaised` after publishing)."""
     logger = get_run_logger()
     extra = {} if fail_on_alerts is None else {"fail_on_alerts": fail_on_alerts}
-    settings = load_settings(model=model, progress=False, **(columns or {}), **extra)
+    if model is not None:  # else REVSAT_MODEL / revsat.toml / default
+        extra["model"] = model
+    settings = load_settings(progress=False, **(columns or {}), **extra)
     db = Path(out) / settings.duckdb_name
     paths = ledger.discover(input_dir, pattern)
     files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]
@@ -59,7 +61,7 @@ def nightly_score(
 
     try:
         record = score_reviews(
-            [str(f.path) for f in files], out, model=model, run_date=run_date,
+            [str(f.path) for f in files], out, run_date=run_date,
             settings=settings, task_runner=task_runner, dask_address=dask_address,
             workers=workers, warehouse=warehouse,
         )

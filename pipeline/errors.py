@@ -1,4 +1,4 @@
-"""Every exception a user can meet, in one place.
+"""The exceptions a user can meet, each with a message that says what to do, in one place.
 
 :class:`UserError` and its subclasses are mistakes a user can fix (a bad flag, a missing file,
 a model folder that does not exist, no Prefect server for ``revsat serve``): the CLI prints

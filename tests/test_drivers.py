@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
-from pipeline.drivers import (
+from pipeline.analytics.drivers import (
     POLARITY_SCORE,
     SENTIMENT_SCORE,
     driver_weights,
@@ -16,7 +16,7 @@ from pipeline.drivers import (
     label_combinations,
     normalise,
 )
-from pipeline.schema import DIMENSIONS
+from pipeline.catalog import DIMENSIONS
 
 TRUE = {"logistics": 0.4, "quality": 0.3, "service": 0.2, "privacy": 0.1}
 

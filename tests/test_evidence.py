@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms, log_odds_z
-from pipeline.schema import DIMENSIONS
+from pipeline.analytics.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms, log_odds_z
+from pipeline.catalog import DIMENSIONS
 
 
 def reviews_with_terms(tmp_path, n: int = 600, seed: int = 0):

@@ -25,10 +25,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from conftest import ROOT
-from test_flow import big_export
+from conftest import ROOT, big_export
 
-from pipeline.schema import REVIEWS_SCHEMA
+from pipeline.catalog import REVIEWS_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -36,29 +35,26 @@ ROWS, CHUNK = 20_000, 1_000
 FILES = ("reviews.parquet", "rejected.parquet", "warnings.parquet", "satisfaction.parquet",
          "report.html", "run.json")
 
-# The library run, as a separate process (no Prefect: start-up would dominate the timings).
+# The run sequence the flow uses, as a separate process (no Prefect: start-up would dominate
+# the timings).
 DRIVER = f"""
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from pipeline.config import Settings
-from pipeline.scorer import ScoreRun
+from pipeline.run.steps import score_run
 out, model, export = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 if len(sys.argv) > 5:  # fault injection inside publication: SIGKILL ourselves at that point
     import os, signal
-    from pipeline.io import writers
+    from pipeline.store import writers
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     if sys.argv[5] == "after-db-commit":  # DuckDB committed, files not flipped yet
         writers._flip = die
     elif sys.argv[5] == "after-flip":  # files flipped, journal not yet removed
         writers._fsync_dir = die
-run = ScoreRun(out, model, Settings(chunk_rows={CHUNK}, progress=False), [export])
-for chunk, order, index in run.chunks(export):
-    run.score_chunk(chunk, order, index)
-run.finish()
-run.update_cache_and_clean()
-print("parts_reused", run.stats.parts_reused, "cached", run.stats.cached)
+result = score_run(out, Settings(model=model, chunk_rows={CHUNK}, progress=False), [export])
+print("parts_reused", result.stats.parts_reused, "cached", result.stats.cached)
 """
 
 
@@ -190,8 +186,8 @@ def test_sigkill_inside_publication(tmp_path, tiny_baseline_dir, fault):
     """The one window where the DuckDB file and the output files could disagree: a kill
     between the database commit and the file flip (or right after the flip). Files are
     all-old or all-new, never mixed, and the next run completes the publication first."""
-    from pipeline import history
-    from pipeline.io.writers import current_snapshot, recover
+    from pipeline.store import history
+    from pipeline.store.writers import current_snapshot, recover
 
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     big_export(first, 1_500)

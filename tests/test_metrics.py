@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.evaluation import (
+from pipeline.catalog import DIM_LABELS, DIMENSIONS
+from pipeline.training.metrics import (
     dimension_hits,
     dimension_metrics,
     macro_mention_f1,
     paired_difference,
     row_accuracy,
 )
-from pipeline.schema import DIM_LABELS, DIMENSIONS
 
 
 def _rows(n: int, error_rate: float, seed: int = 1) -> tuple[pd.DataFrame, dict]:
@@ -80,7 +80,7 @@ def test_paired_difference_of_mention_f1_matches_the_reported_figures():
 
 
 def test_evaluate_prints_each_models_difference_from_the_first():
-    from pipeline.model.evaluate import paired_differences, paired_table
+    from pipeline.training.evaluate import paired_differences, paired_table
 
     gold, good = _rows(300, 0.1, seed=5)
     _, worse = _rows(300, 0.4, seed=5)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
 from pipeline.report import render_report
-from pipeline.scoring import count_mentions, satisfaction_table, with_composite
 
 SECTIONS = ("alerts", "overall", "indices", "drivers", "trends", "categories", "terms",
             "polarity", "groups", "rejected")

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.schema import DIMENSIONS
-from pipeline.scoring import count_mentions, satisfaction_table, with_composite
+from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
+from pipeline.catalog import DIMENSIONS
 
 GROUP_KEYS = {
     "all": lambda f: pd.Series("all", index=f.index),

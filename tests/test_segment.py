@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import data_dir
-from pipeline.segment import get_tokenizer, segment
+from pipeline.text.segment import get_tokenizer, segment
 
 
 @pytest.mark.parametrize("term", ["快递小哥", "七天无理由", "顺丰", "客服", "自营", "好评返现"])

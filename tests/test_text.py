@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.text import detect_language, normalise, to_simplified
+from pipeline.text.normalise import detect_language, normalise, to_simplified
 
 
 @pytest.mark.parametrize(

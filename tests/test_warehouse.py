@@ -7,7 +7,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from pipeline.warehouse import export_duckdb
+from pipeline.store.warehouse import export_duckdb
 
 
 def _count(engine, table: str) -> int:

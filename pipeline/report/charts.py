@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib import font_manager
 
-from pipeline.schema import DIMENSIONS
+from pipeline.catalog import DIMENSIONS
 
 #: CJK fonts tried, in order, for group names and terms; matplotlib falls back glyph by glyph.
 _CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",

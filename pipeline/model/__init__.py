@@ -1,1 +1,0 @@
-"""Model code: the pretrained multilingual encoder base and what is built on it."""

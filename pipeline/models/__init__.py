@@ -1,0 +1,1 @@
+"""Models: one entry point that loads any classifier (transformer, baseline, ensemble)."""

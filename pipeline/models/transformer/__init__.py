@@ -1,0 +1,1 @@
+"""The multi-task transformer: module, persistence, inference backends and batch inference."""

@@ -1,0 +1,1 @@
+"""Run: one scoring run's plan and steps, written once, used by the flows and the tests."""

@@ -1,0 +1,1 @@
+"""Store: DuckDB connections, snapshot publication, history, ledger, warehouse, CSV export."""

@@ -1,0 +1,1 @@
+"""Text: normalisation, language detection, jieba segmentation and the theme lexicon."""

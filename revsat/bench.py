@@ -1,0 +1,141 @@
+"""``revsat bench``: end-to-end throughput, time per stage and peak memory of the real scoring
+flow on a generated input, next to a naive baseline (the ``transformers`` pipeline, batch size
+1) on the same model and rows. A benchmark, not a test: it is never part of the test suite."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Settings, data_dir, shared_dir
+from pipeline.training.corpora import load_sentiment_corpora
+
+log = logging.getLogger("revsat")
+
+
+def text_pool(shared: Path | None = None) -> list[str]:
+    """Review texts to sample from: the bundled sample, plus the corpora when present."""
+    sample = pd.read_csv(data_dir() / "sample" / "reviews.csv", dtype=str,
+                         keep_default_na=False)["text"]
+    texts = [t for t in sample if t.strip()]
+    found = shared_dir(shared)
+    if found is not None:
+        texts += list(load_sentiment_corpora(found)["text"])
+    return texts
+
+
+def build_input(path: Path, n: int, shared: Path | None = None, short: bool = False,
+                seed: int = 0) -> dict[str, float]:
+    """Write a CSV of ``n`` reviews sampled from :func:`text_pool` (with replacement).
+
+    ``short`` keeps texts of 30-70 characters (the "about 50 characters" case); otherwise the
+    corpora's own length distribution is kept. Returns the mean and median text length.
+    """
+    pool = pd.Series(text_pool(shared))
+    if short:
+        pool = pool[pool.str.len().between(30, 70)]
+    rng = np.random.default_rng(seed)
+    texts = pool.to_numpy()[rng.integers(0, len(pool), n)]
+    frame = pd.DataFrame({
+        "review_id": [f"bench-{i:08d}" for i in range(n)],
+        "product_id": rng.choice([f"P{i:03d}" for i in range(50)], n),
+        "category": rng.choice(["electronics", "apparel", "food", "home", "travel"], n),
+        "created_at": (pd.Timestamp("2026-11-01")
+                       + pd.to_timedelta(rng.integers(0, 14, n), "D")).strftime("%Y-%m-%d"),
+        "rating": rng.integers(1, 6, n).astype(str),
+        "text": texts,
+    })
+    frame.to_csv(path, index=False)
+    lengths = frame["text"].str.len()
+    return {"mean_chars": round(float(lengths.mean()), 1),
+            "median_chars": float(lengths.median())}
+
+
+def naive_baseline(model_dir: Path, texts: list[str]) -> float:
+    """Reviews/s of the ``transformers`` feature-extraction pipeline, batch size 1, on the
+    same encoder, followed by the same pooling and heads (what a first attempt looks like)."""
+    import torch
+    from transformers import pipeline
+
+    from pipeline.models.load import load
+
+    clf = load(model_dir, Settings(backend="torch"), ensemble=False)
+    model, tokenizer, meta = clf.module, clf.tokenizer, clf.meta
+    extractor = pipeline("feature-extraction", model=model.encoder, tokenizer=tokenizer,
+                         framework="pt", device="cpu")
+    prefix = meta.get("prefix", "query: ")
+    t0 = time.perf_counter()
+    for text in texts:
+        hidden = torch.tensor(extractor(prefix + text, truncation=True,
+                                        max_length=int(meta.get("max_length", 256)))[0])
+        model.head(hidden.mean(0, keepdim=True))
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def model_only(model: str, texts: list[str], settings: Settings | None = None) -> float:
+    """Reviews/s of the classifier alone (what ``model`` does per batch: for the default, the
+    transformer and the baseline it is averaged with) on already normalised and segmented
+    texts; model loading and a warm-up batch are not timed."""
+    from pipeline.models.load import load
+    from pipeline.text.preprocess import preprocess
+
+    clf = load(model, settings or Settings(model=model))
+    data = preprocess(pd.DataFrame({"text": texts}))
+    clf.predict_batch(data.head(64))
+    t0 = time.perf_counter()
+    clf.predict_batch(data)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
+              naive_rows: int = 300, shared: Path | None = None,
+              settings: Settings | None = None, model_rows: int = 2048) -> dict:
+    """Build the input, run the real flow, time the naive baseline; return all figures."""
+    from flows.score import score_reviews
+    from pipeline.models.load import resolve
+
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / f"bench-{n}{'-short' if short else ''}.csv"
+    lengths = build_input(source, n, shared, short)
+    settings = settings or Settings(model=model)
+    out = work / "out"
+    t0 = time.perf_counter()
+    record = score_reviews([str(source)], str(out), model=model, settings=settings, full=True)
+    wall = time.perf_counter() - t0
+    # parts_wall is the chunk phase's wall time, already covered by the per-stage seconds.
+    stages = {k: v for k, v in record["seconds"].items() if k != "parts_wall"}
+    scoring = sum(stages.values())
+    result = {
+        "rows": n, **lengths, "model": record["model_version"],
+        "wall_seconds": round(wall, 1),
+        "reviews_per_second": round(n / wall, 1),
+        "reviews_per_second_excluding_startup": round(n / scoring, 1),
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "stage_share": {k: round(v / scoring, 3) for k, v in stages.items()},
+        "peak_memory_mb": round(peak_memory_mb(), 0),
+        "rows_scored": record["rows_scored"], "rows_rejected": record["rows_rejected"],
+        "model_rows": record.get("model_rows"),
+    }
+    model_dir = resolve(model)
+    naive_rows = naive_rows if (model_dir / "revsat_model.json").is_file() else 0
+    # The first rows only, read once (the input can be a million rows).
+    texts = list(pd.read_csv(source, dtype=str, keep_default_na=False,
+                             nrows=max(naive_rows, model_rows, 1))["text"])
+    if naive_rows:
+        naive = naive_baseline(model_dir, texts[:naive_rows])
+        result["naive_reviews_per_second"] = round(naive, 1)
+        result["speedup_vs_naive"] = round(result["reviews_per_second"] / naive, 1)
+    if model_rows:
+        result["model_only_reviews_per_second"] = round(
+            model_only(model, texts[:model_rows], settings), 1)
+    return result
