@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.score import score_reviews
-from pipeline.config import Settings
+from pipeline.config import load_settings
 from pipeline.errors import AlertsRaised
 from pipeline.store import ledger
 
@@ -29,15 +29,23 @@ def nightly_score(
     task_runner: str = "sequential",
     dask_address: str | None = None,
     workers: int | None = None,
+    columns: dict[str, str] | None = None,
+    fail_on_alerts: bool | None = None,
 ) -> dict:
     """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
     into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
     a date). ``model`` overrides the settings' model. Returns the run record plus
-    ``new_files``; ``{"skipped": True}`` when nothing is new."""
+    ``new_files``; ``{"skipped": True}`` when nothing is new.
+
+    ``columns`` names input columns as the settings do (``{"text_column": "初评内容"}``; also
+    ``id_column``, ``product_column``, ``rating_column``, ``date_column``,
+    ``category_column``, ``order_column``); ``fail_on_alerts`` overrides the setting (the
+    flow run then fails with :class:`~pipeline.errors.AlertsRaised` after publishing)."""
     logger = get_run_logger()
-    settings = Settings(progress=False)
+    extra = {} if fail_on_alerts is None else {"fail_on_alerts": fail_on_alerts}
     if model is not None:  # else REVSAT_MODEL / revsat.toml / default
-        settings = settings.model_copy(update={"model": model})
+        extra["model"] = model
+    settings = load_settings(progress=False, **(columns or {}), **extra)
     db = Path(out) / settings.duckdb_name
     paths = ledger.discover(input_dir, pattern)
     files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]

@@ -154,6 +154,9 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("history_alerts", (*_GROUP_KEY, "kind"), output=False),
     Table("history_complaint_terms", ("run_date", "dimension", "term"), output=False),
     Table("history_runs", ("run_date",), output=False),
+    # review ids each run date counted (a cumulative re-export is not counted twice); no key:
+    # it grows with every review ever scored, so it is not copied to the warehouse
+    Table("history_reviews", output=False),
     Table("ledger", ("sha256",), output=False),
 )}
 

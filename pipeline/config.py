@@ -138,6 +138,34 @@ class Settings(BaseSettings):
     fail_on_alerts: bool = Field(False, description="CLI exits 3 when the run raised alerts")
     top_terms: int = Field(10, gt=0, description="complaint terms listed per dimension")
     progress: bool = Field(True, description="show progress bars on stderr")
+    text_column: str | None = Field(
+        None, description="input column holding the review text (default: found by name)")
+    id_column: str | None = Field(
+        None, description="input column holding the review id (default: found by name)")
+    product_column: str | None = Field(
+        None, description="input column holding the product id (default: found by name)")
+    rating_column: str | None = Field(
+        None, description="input column holding the rating (default: found by name)")
+    date_column: str | None = Field(
+        None, description="input column holding the review date (default: found by name)")
+    category_column: str | None = Field(
+        None, description="input column holding the category (default: found by name)")
+    order_column: str | None = Field(
+        None, description="input column holding the order id, which keys the review id of a "
+        "row without one (default: found by name)")
+    count_repeats: bool = Field(
+        False,
+        description="count a review id again in a later run date's indices (default: a review "
+        "already in the history counts once, at the run date that first saw it)",
+    )
+
+    def column_overrides(self) -> dict[str, str]:
+        """The column roles named in the settings (role -> input column name)."""
+        roles = {"text": self.text_column, "id": self.id_column,
+                 "product_id": self.product_column, "rating": self.rating_column,
+                 "created_at": self.date_column, "category": self.category_column,
+                 "order_id": self.order_column}
+        return {role: name for role, name in roles.items() if name}
     shared_dir: Path | None = Field(
         None, description="labelled corpora for training and evaluation (default: ../shared "
         "beside the project); scoring never needs them"
@@ -189,6 +217,26 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
 
+
+def load_settings(config: str | Path | None = None, **values: Any) -> Settings:
+    """:meth:`Settings.load` of ``values`` (the CLI's flags) over the environment and the
+    config file; an invalid value raises :class:`~pipeline.errors.SettingsError` naming the
+    setting, where it can be set, and what is wrong (one line, no traceback)."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import SettingsError
+
+    try:
+        return Settings.load(config, **values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            name = field.split(".")[0]
+            where = (f"--{name.replace('_', '-')}" if name in values
+                     else f"REVSAT_{name.upper()} or {name} in revsat.toml")
+            problems.append(f"{where} = {err.get('input')!r}: {err.get('msg', 'invalid')}")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None
 
 def shared_dir(explicit: str | Path | None = None) -> Path | None:
     """Return the shared corpora folder, or None when it does not exist.

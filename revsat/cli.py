@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -24,19 +26,127 @@ if os.environ.get("PREFECT_HOME"):
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks go to a log file (see _Tracebacks)
     help="Score Chinese and English product reviews into per-dimension satisfaction indices.",
 )
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+class _Tracebacks:
+    """Where tracebacks of bugs go: ``OUT/.revsat/logs/`` for commands with ``--out``, else the
+    temporary folder. The file is created only when there is a traceback to keep."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.path: Path | None = None
+
+    def write(self, text: str) -> Path:
+        if self.path is None:
+            import tempfile
+            from datetime import datetime
+
+            stamp = f"revsat-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+            for folder in (self.folder, Path(tempfile.gettempdir()) / "revsat-logs"):
+                if folder is None:
+                    continue
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self.path = folder / stamp
+                    self.path.touch()
+                    break
+                except OSError:
+                    self.path = None
+        if self.path is None:
+            raise OSError("no folder to write the traceback to")
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(text.rstrip() + "\n\n")
+        return self.path
+
+
+_TRACEBACKS = _Tracebacks()
+
+
+class _Console(logging.Formatter):
+    """One line per record: Prefect's records say which flow or task they come from
+    (``[task roll-up] Finished in state Completed()``), and tracebacks go to the log file
+    (a user's mistake, :class:`~pipeline.errors.UserError`, needs none)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from pipeline.errors import AlertsRaised, UserError
+
+        task, flow = getattr(record, "task_name", None), getattr(record, "flow_name", None)
+        label = (f"[task {task}] " if task and task != "<unknown>" else
+                 f"[flow {flow}] " if flow and flow != "<unknown>" else "")
+        saved = record.exc_info, record.exc_text, record.stack_info
+        note = ""
+        if record.exc_info and record.exc_info[1] is not None:
+            if not isinstance(record.exc_info[1], UserError | AlertsRaised):  # not bugs
+                text = logging.Formatter().formatException(record.exc_info)
+                try:
+                    where = _TRACEBACKS.write(f"{record.getMessage()}\n{text}")
+                    note = f" (traceback in {where})"
+                except OSError:
+                    note = ""
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        head, sep, message = line.partition(f" {record.levelname} ")
+        return f"{head}{sep}{label}{message}{note}" if sep else f"{label}{line}{note}"
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (a test runner may
+    swap it between commands)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool, out: Path | None = None) -> None:
+    _TRACEBACKS.folder = out.expanduser().resolve() / ".revsat" / "logs" if out else None
+    _TRACEBACKS.path = None
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(old)  # a second command in the same process (tests)
+    handler = _Stderr()
+    handler.setFormatter(_Console("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Our own progress and summaries at INFO; libraries (httpx, matplotlib) only when -v.
     logging.getLogger("revsat").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A user's mistake (:class:`~pipeline.errors.UserError`): one line, exit 2. Any other
+    exception is a bug: one line naming the log file that holds its traceback, exit 1."""
+    import click
+
+    from pipeline.errors import UserError
+
+    try:
+        yield
+    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        import traceback
+
+        try:
+            where = f"the traceback is in {_TRACEBACKS.write(traceback.format_exc())}"
+        except OSError:
+            where = "no log file could be written"
+        typer.secho(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug, "
+                    f"please report it: {where}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 # Options shared by score, nightly and serve.
@@ -47,6 +157,65 @@ ModelName = Annotated[str | None, typer.Option(
     "revsat.toml, else default)")]
 FilePattern = Annotated[str, typer.Option(help="file name pattern inside the directory")]
 WarehouseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v",
+                                       help="debug logging, libraries included")]
+RunDate = Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")]
+Workers = Annotated[int | None, typer.Option(
+    min=1, help="local Dask/Ray worker processes (default: one per core)")]
+FailOnAlerts = Annotated[bool | None, typer.Option(
+    "--fail-on-alerts/--no-fail-on-alerts",
+    help="exit 3 (after writing outputs) when the run raised alerts")]
+TextColumn = Annotated[str | None, typer.Option(
+    help="column holding the review (default: found by name)")]
+IdColumn = Annotated[str | None, typer.Option(
+    help="column holding the review id (default: found by name)")]
+ProductColumn = Annotated[str | None, typer.Option(
+    help="column holding the product id (default: found by name)")]
+RatingColumn = Annotated[str | None, typer.Option(
+    help="column holding the rating (default: found by name)")]
+DateColumn = Annotated[str | None, typer.Option(
+    help="column holding the review date (default: found by name)")]
+CategoryColumn = Annotated[str | None, typer.Option(
+    help="column holding the category (default: found by name)")]
+OrderColumn = Annotated[str | None, typer.Option(
+    help="column holding the order id, which keys the id of a row without one")]
+
+
+def _columns(**names: str | None) -> dict[str, str]:
+    """The column flags given, as settings fields (``text_column``: name)."""
+    return {k: v for k, v in names.items() if v is not None}
+
+
+def _preflight(inputs: list[str], settings, *, nightly_pattern: str | None = None
+               ) -> list[Path]:
+    """Every check a user's mistake fails, before the model loads or a server starts: the
+    model, the device, the inputs (readable, with a text column). Returns the input files.
+
+    Raises :class:`~pipeline.errors.UserError` when no input file can be scored; files that
+    fail while others pass are logged here and fail again in the run (exit 1)."""
+    from pipeline.errors import InputError
+    from pipeline.ingest.readers import check_input, expand_inputs
+    from pipeline.models.load import check_device, resolve
+
+    resolve(settings.model)
+    check_device(settings.device, settings.model)
+    if nightly_pattern is not None:
+        from pipeline.store import ledger
+
+        paths = ledger.discover(inputs[0], nightly_pattern)
+    else:
+        paths = expand_inputs(inputs)
+    failed = []
+    for path in paths:
+        try:
+            check_input(path, settings.column_overrides())
+        except InputError as exc:
+            failed.append(str(exc))
+    if paths and len(failed) == len(paths):
+        raise InputError("\n".join(failed) if len(failed) > 1 else failed[0])
+    for message in failed:
+        logging.getLogger("revsat").error("input failed: %s", message)
+    return paths
 
 
 @app.command()
@@ -54,70 +223,75 @@ def score(
     inputs: Annotated[list[str], typer.Argument(help="export files, directories or glob patterns")],
     out: OutDir,
     model: ModelName = None,
-    run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
-    text_column: Annotated[str | None, typer.Option(
-        help="column holding the review (default: found by name)")] = None,
-    id_column: Annotated[str | None, typer.Option(help="column holding the review id")] = None,
+    run_date: RunDate = None,
+    text_column: TextColumn = None,
+    id_column: IdColumn = None,
+    product_column: ProductColumn = None,
+    rating_column: RatingColumn = None,
+    date_column: DateColumn = None,
+    category_column: CategoryColumn = None,
+    order_column: OrderColumn = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
         False
     ),
-    fail_on_alerts: Annotated[
-        bool | None,
-        typer.Option("--fail-on-alerts/--no-fail-on-alerts",
-                     help="exit 3 (after writing outputs) when the run raised alerts"),
-    ] = None,
+    fail_on_alerts: FailOnAlerts = None,
     task_runner: Annotated[str, typer.Option(
         help="sequential, dask (parallel chunks; prefect-dask) or ray (prefect-ray)")] = (
         "sequential"),
     dask_address: Annotated[str | None, typer.Option(
         help="scheduler of an existing Dask cluster, tcp://host:8786 (default: local)")] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="local Dask/Ray worker processes (default: one per core)")] = None,
+    workers: Workers = None,
     torch_threads: Annotated[int | None, typer.Option(
         help="torch CPU threads per process (Dask workers default to 1)")] = None,
     warehouse: Annotated[str | None, typer.Option(
         help="also upsert the tables into this SQLAlchemy URL, e.g. postgresql://...")] = None,
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Score review exports: writes reviews, rejected, warnings, satisfaction, drivers, trends,
     alerts and complaint-term tables, a DuckDB database with run history and report.html into
     OUT. Exit status: 0 ok, 1 an input file failed, 2 bad arguments/input/model, 3 alerts
     with --fail-on-alerts."""
-    _setup_logging(verbose)
-    from pipeline.config import Settings
-    from pipeline.errors import InputError, ModelNotFound
+    _setup_logging(verbose, out)
+    with _errors():
+        from pipeline.config import load_settings
+        from pipeline.errors import AlertsRaised
 
-    overrides = {
-        k: v
-        for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
-                     "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads}.items()
-        if v is not None
-    }
-    parsed_date = _run_date(run_date)
-    if model is not None:
-        overrides["model"] = model
-    settings = Settings(progress=progress, **overrides)
-    _check_task_runner(task_runner)
-    from flows.score import score_reviews
-    from pipeline.errors import AlertsRaised
+        overrides = {
+            k: v
+            for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
+                         "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads,
+                         **_columns(text_column=text_column, id_column=id_column,
+                                    product_column=product_column, rating_column=rating_column,
+                                    date_column=date_column, category_column=category_column,
+                                    order_column=order_column)}.items()
+            if v is not None
+        }
+        parsed_date = _run_date(run_date)
+        if model is not None:
+            overrides["model"] = model
+        settings = load_settings(progress=progress, **overrides)
+        _check_task_runner(task_runner)
+        _preflight(inputs, settings)
+        from flows.score import score_reviews
 
-    alerted = False
-    try:
-        record = score_reviews(
-            inputs, str(out), run_date=parsed_date,
-            text_column=text_column, id_column=id_column, settings=settings, full=full,
-            task_runner=task_runner, dask_address=dask_address, workers=workers,
-            warehouse=warehouse,
-        )
-    except (InputError, ModelNotFound) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except AlertsRaised as exc:  # outputs are published; only the exit status differs
-        record, alerted = exc.record, True
+        alerted = False
+        try:
+            record = score_reviews(
+                inputs, str(out), run_date=parsed_date, settings=settings,
+                full=full, task_runner=task_runner, dask_address=dask_address,
+                workers=workers, warehouse=warehouse,
+            )
+        except AlertsRaised as exc:  # outputs are published; only the exit status differs
+            record, alerted = exc.record, True
+    _finish(record, alerted)
+
+
+def _finish(record: dict, alerted: bool) -> None:
+    """Print the run summary and exit with the documented status (1 wins over 3)."""
     _print_summary(record)
     if record["failed_files"]:
         typer.secho(
@@ -150,29 +324,55 @@ def nightly(
     out: OutDir,
     model: ModelName = None,
     pattern: FilePattern = "*",
-    run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
+    run_date: RunDate = None,
     rescore: Annotated[bool, typer.Option(
         "--rescore", help="score matching files even if the ledger has them")] = False,
+    text_column: TextColumn = None,
+    id_column: IdColumn = None,
+    product_column: ProductColumn = None,
+    rating_column: RatingColumn = None,
+    date_column: DateColumn = None,
+    category_column: CategoryColumn = None,
+    order_column: OrderColumn = None,
+    fail_on_alerts: FailOnAlerts = None,
     warehouse: WarehouseUrl = None,
     task_runner: Annotated[str, typer.Option(help="sequential, dask or ray")] = "sequential",
-    workers: Annotated[int | None, typer.Option(help="local Dask/Ray workers")] = None,
+    workers: Workers = None,
+    verbose: Verbose = False,
 ) -> None:
     """One nightly run by hand (flow nightly-score): score the files of INPUT_DIR that the
-    ledger in OUT/revsat.duckdb has not seen (by content hash), then record them."""
-    _setup_logging(False)
-    _check_task_runner(task_runner)
-    from flows.nightly import nightly_score
+    ledger in OUT/revsat.duckdb has not seen (by content hash), then record them. Exit status
+    as for score (3: alerts with --fail-on-alerts)."""
+    _setup_logging(verbose, out)
+    with _errors():
+        from pipeline.config import load_settings
+        from pipeline.errors import AlertsRaised
 
-    parsed_date = _run_date(run_date)
-    record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
-                           run_date=parsed_date, rescore=rescore, warehouse=warehouse,
-                           task_runner=task_runner, workers=workers)
+        columns = _columns(text_column=text_column, id_column=id_column,
+                           product_column=product_column, rating_column=rating_column,
+                           date_column=date_column, category_column=category_column,
+                           order_column=order_column)
+        extra = {"fail_on_alerts": fail_on_alerts} if fail_on_alerts is not None else {}
+        if model is not None:
+            extra["model"] = model
+        settings = load_settings(progress=False, **columns, **extra)
+        _check_task_runner(task_runner)
+        parsed_date = _run_date(run_date)
+        _preflight([input_dir], settings, nightly_pattern=pattern)
+        from flows.nightly import nightly_score
+
+        alerted = False
+        try:
+            record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
+                                   run_date=parsed_date, rescore=rescore, warehouse=warehouse,
+                                   task_runner=task_runner, workers=workers, columns=columns,
+                                   fail_on_alerts=fail_on_alerts)
+        except AlertsRaised as exc:
+            record, alerted = exc.record, True
     if record.get("skipped"):
         typer.echo(f"no new files ({record['found']} file(s) already in the ledger)")
         return
-    _print_summary(record)
-    if record["failed_files"]:
-        raise typer.Exit(1)
+    _finish(record, alerted)
 
 
 @app.command()
@@ -185,22 +385,80 @@ def serve(
     timezone: Annotated[str, typer.Option(help="IANA time zone of the schedule")] = "UTC",
     warehouse: WarehouseUrl = None,
     name: Annotated[str, typer.Option(help="deployment name")] = "nightly-score",
+    text_column: TextColumn = None,
+    id_column: IdColumn = None,
+    product_column: ProductColumn = None,
+    rating_column: RatingColumn = None,
+    date_column: DateColumn = None,
+    category_column: CategoryColumn = None,
+    order_column: OrderColumn = None,
+    fail_on_alerts: FailOnAlerts = None,
+    verbose: Verbose = False,
 ) -> None:
     """Serve deployment nightly-score from this process (no work pool or worker needed): runs
     on the cron schedule and whenever triggered from the UI/API. Needs a Prefect server
-    (PREFECT_API_URL); Ctrl-C stops it."""
-    _setup_logging(False)
-    from prefect.schedules import Cron
+    (PREFECT_API_URL); Ctrl-C or SIGTERM stops it."""
+    _setup_logging(verbose, out)
+    with _errors():
+        from pipeline.config import load_settings
+        from pipeline.models.load import resolve
 
-    from flows.nightly import nightly_score
+        _require_server()
+        columns = _columns(text_column=text_column, id_column=id_column,
+                           product_column=product_column, rating_column=rating_column,
+                           date_column=date_column, category_column=category_column,
+                           order_column=order_column)
+        # a bad value or model fails now, not at 02:00
+        resolve(load_settings(**columns, **({"model": model} if model else {})).model)
+        from prefect.schedules import Cron
 
-    params = {"input_dir": str(Path(input_dir).resolve()) if Path(input_dir).is_dir()
-              else input_dir, "out": str(out.resolve()), "pattern": pattern}
-    if model is not None:
-        params["model"] = model
-    if warehouse:
-        params["warehouse"] = warehouse
-    nightly_score.serve(name=name, schedule=Cron(cron, timezone=timezone), parameters=params)
+        from flows.nightly import nightly_score
+
+        params = {"input_dir": str(Path(input_dir).resolve()) if Path(input_dir).is_dir()
+                  else input_dir, "out": str(out.resolve()), "pattern": pattern}
+        if model is not None:
+            params["model"] = model
+        if warehouse:
+            params["warehouse"] = warehouse
+        if columns:
+            params["columns"] = columns
+        if fail_on_alerts is not None:
+            params["fail_on_alerts"] = fail_on_alerts
+        _stop_cleanly_on_sigterm()
+        nightly_score.serve(name=name, schedule=Cron(cron, timezone=timezone),
+                            parameters=params)
+
+
+def _require_server() -> None:
+    """``revsat serve`` without a Prefect server would "serve" on a temporary one that
+    schedules nothing: refuse, saying how to start one."""
+    from prefect.settings import PREFECT_API_URL
+
+    from pipeline.errors import ServerRequired
+
+    if not PREFECT_API_URL.value():
+        raise ServerRequired(
+            "revsat serve needs a Prefect server, and PREFECT_API_URL is not set (a temporary "
+            "server schedules nothing). Start one with `prefect server start` (in another "
+            "terminal or as a service), then `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+            " and run revsat serve again; see README, Runbook")
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Prefect's own SIGTERM handler calls an async stop from the signal handler and leaves
+    "coroutine 'Runner.astop' was never awaited"; raising TerminationSignal instead takes
+    the same path as Ctrl-C (serve catches it, the runner shuts down and pauses the
+    deployment)."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    def handle_sigterm(self, *args, **kwargs) -> None:
+        self._logger.info("SIGTERM received, shutting down...")
+        raise TerminationSignal(signal.SIGTERM)
+
+    Runner.handle_sigterm = handle_sigterm
 
 
 def _run_date(value: str | None) -> date | None:
@@ -216,11 +474,27 @@ def _print_summary(record: dict) -> None:
         f"run {record['run_id']}: {record['rows_in']:,} rows read, "
         f"{record['rows_scored']:,} scored, {record['rows_rejected']:,} rejected, "
         f"{record['warnings']:,} field warnings"
+        + (f" ({_reasons(record['warning_reasons'])})" if record.get("warning_reasons")
+           else "")
     )
+    if not record["rows_scored"]:
+        what = ("every row was rejected: see rejected.parquet for the reasons"
+                if record["rows_rejected"] else "the input holds no data rows")
+        typer.echo(f"no reviews to score ({what}); published an empty run")
+    if record.get("repeats"):
+        typer.echo(f"{record['repeats']:,} review(s) already counted at an earlier run date "
+                   "are not counted again in the indices")
+    if record.get("backfill"):
+        typer.echo(f"back-fill of {record['run_date']}: its history is updated; the published "
+                   f"outputs stay those of {record['backfill']}")
     if record.get("alerts"):
         typer.echo(f"{record['alerts']} alert(s): see alerts.parquet or the top of report.html")
     for name, path in record.get("files", {}).items():
         typer.echo(f"  {name:24s} {path}")
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {reason.split(';')[0]}" for reason, n in counts.items())
 
 
 @app.command()
@@ -228,20 +502,21 @@ def export(
     out: Annotated[Path, typer.Argument(help="output directory of a `revsat score` run")],
     tables: Annotated[
         list[str] | None,
-        typer.Option("--table", "-t", help="table(s) to export (default: reviews)"),
+        typer.Option("--table", "-t", help="table(s) to export (default: reviews); also the "
+                     "history tables (history_satisfaction, ..., runs)"),
     ] = None,
 ) -> None:
-    """Write OUT/<table>.csv from the published Parquet tables, safe to open in a spreadsheet
-    (cells starting with = + - @ are prefixed with ' so they are never run as formulas)."""
-    from pipeline.store.csv_export import export_csv
+    """Write OUT/<table>.csv from the published Parquet tables (or the history tables of
+    OUT/revsat.duckdb), safe to open in a spreadsheet (cells starting with = + - @ are
+    prefixed with ' so they are never run as formulas). Every name is checked first."""
+    _setup_logging(False, out)
+    with _errors():
+        from pipeline.store.csv_export import check_tables, export_csv
 
-    for table in tables or ["reviews"]:
-        try:
-            path = export_csv(out, table)
-        except (ValueError, FileNotFoundError) as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(f"{table:16s} {path}")
+        names = tables or ["reviews"]
+        check_tables(out, names)  # all names, before any file is written
+        for table in names:
+            typer.echo(f"{table:24s} {export_csv(out, table)}")
 
 
 @app.command("train-baseline")

@@ -525,11 +525,33 @@ def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                     encoding="binary")
 
 
+def check_input(path: Path, overrides: dict[str, str] | None = None) -> None:
+    """Raise :class:`InputError` when ``path`` cannot be scored at all: missing, empty, an
+    unsupported type, unreadable, no header, or no text column (cheap: reads the first rows
+    only). The CLI runs this before the model loads or a server starts."""
+    quiet = log.level
+    log.setLevel(max(quiet, logging.WARNING))  # the run logs the encoding; a guess warns twice
+    try:
+        chunk = next(iter_chunks(path, 200), None)
+        if chunk is not None and not chunk.rows.empty:
+            find_columns([c for c in chunk.rows.columns if c != "source_row"],
+                         overrides=overrides)
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}"
+                         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: {exc}") from None
+    finally:
+        log.setLevel(quiet)
+
+
 __all__ = [
     "SUPPORTED",
     "Chunk",
     "ColumnMap",
     "InputError",
+    "check_input",
     "detect_encoding",
     "expand_inputs",
     "file_digest",

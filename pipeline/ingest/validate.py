@@ -2,7 +2,11 @@
 
 Policies (also in the README):
 - empty or whitespace-only text -> rejected;
-- a missing id -> ``h-`` + a hash of the file name and the text (stable across re-runs);
+- a missing id -> from the order id (and product) when the export has an order column
+  (``o-`` + a hash: the same review in a later, cumulative export gets the same id), else
+  ``h-`` + a hash of the file's base name, the row number and the text: stable across re-runs
+  of the same file, distinct for every row (ten customers who each wrote ``好评`` are ten
+  reviews);
 - a review id seen earlier in the same run -> rejected, naming the first occurrence: decided
   once for the whole run when its parts are merged (:func:`pipeline.store.parts.merge_parts`),
   so every accepted row keeps its original values as ``raw`` for that rejection;
@@ -28,9 +32,15 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def fallback_id(source_file: str, text: str) -> str:
-    """Stable id for rows without one: the file's base name and the text, hashed."""
-    digest = hashlib.sha1(f"{Path(source_file).name}\x1f{text}".encode()).hexdigest()
+def fallback_id(source_file: str, text: str, row: int | None = None,
+                order: str | None = None, product: str | None = None) -> str:
+    """Stable id for a row without one (see the module doc): ``o-`` + a hash of the order id
+    and product when there is an order id, else ``h-`` + a hash of the file's base name, the
+    row number and the text."""
+    if order:
+        digest = hashlib.sha1(f"order\x1f{order}\x1f{product or ''}".encode()).hexdigest()
+        return f"o-{digest[:16]}"
+    digest = hashlib.sha1(f"{Path(source_file).name}\x1f{row}\x1f{text}".encode()).hexdigest()
     return f"h-{digest[:16]}"
 
 
@@ -71,12 +81,16 @@ def validate_chunk(chunk: Chunk, columns: ColumnMap) -> Validated:
             }
         )
     rows, text = rows[keep], text[keep]
-    if columns.id is not None:
-        given = rows[columns.id].map(lambda v: v.strip() if isinstance(v, str) else "")
-    else:
-        given = pd.Series("", index=rows.index)
+    def column(name: str | None) -> pd.Series:
+        if name is None:
+            return pd.Series("", index=rows.index)
+        return rows[name].map(lambda v: v.strip() if isinstance(v, str) else "")
+
+    given, orders = column(columns.id), column(columns.extras.get("order_id"))
+    products = column(columns.extras.get("product_id"))
     review_ids = [
-        g or fallback_id(chunk.source_file, t) for g, t in zip(given, text, strict=True)
+        g or fallback_id(chunk.source_file, t, int(r), o, p)
+        for g, t, r, o, p in zip(given, text, rows["source_row"], orders, products, strict=True)
     ]
     out = pd.DataFrame(
         {
@@ -117,7 +131,10 @@ def _parse_rating(value: str) -> float | None:
     if len(value) == 2 and value[1] == "星" and value[0] in _CHINESE_DIGITS:
         return float(_CHINESE_DIGITS[value[0]])
     match = _RATING_TEXT.fullmatch(value)
-    rating = float(match.group(1) if match else value)
+    try:
+        rating = float(match.group(1) if match else value)
+    except ValueError:
+        raise ValueError("not a number") from None  # one reason for every such value
     if not 0 <= rating <= 5:
         raise ValueError("outside 0-5")
     return rating
@@ -125,6 +142,20 @@ def _parse_rating(value: str) -> float | None:
 
 #: Words pandas would turn into the current time: a re-run must not change the data.
 _RELATIVE_DATES = {"now", "today", "tomorrow", "yesterday"}
+#: Relative dates as Chinese platforms write them (今天 13:45, 3天前, 刚刚).
+_CJK_RELATIVE = re.compile(r"^\s*(?:今天|昨天|前天|刚刚|\d+\s*(?:秒|分钟|小时|天|周|个月)前)")
+
+#: Words around a date as marketplaces write them: ``Reviewed in the United States on
+#: November 18, 2026`` (Amazon), ``发表于 2026-11-18`` / ``评价时间：2026年11月18日`` (Taobao,
+#: JD), ``18th``, a weekday (``星期三``, ``周三``, ``Wed,``).
+_DATE_NOISE = [
+    (re.compile(r"^\s*reviewed\s+in\s+.*?\s+on\s+", re.IGNORECASE), ""),
+    (re.compile(r"^\s*(?:reviewed|posted|published|written)\s+(?:on\s+)?", re.IGNORECASE), ""),
+    (re.compile(r"^\s*[\u4e00-\u9fff]+\s*[:：]?\s*(?=\d)"), ""),
+    (re.compile(r"(?<=\d)(?:st|nd|rd|th)\b", re.IGNORECASE), ""),
+    (re.compile(r"\s*(?:星期|周|礼拜)[一二三四五六日天]\s*"), " "),
+    (re.compile(r"^\s*(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+", re.IGNORECASE), ""),
+]
 
 
 #: ``2026年11月20日 13时45分`` -> ``2026-11-20 13:45``, as Chinese platforms export dates.
@@ -138,13 +169,17 @@ _EPOCH = re.compile(r"\d{9,10}(\.\d+)?|\d{12,13}")  # Unix time in seconds or mi
 
 
 def _parse_date(value: str) -> pd.Timestamp:
-    if value.strip().lower() in _RELATIVE_DATES:
+    if value.strip().lower() in _RELATIVE_DATES or _CJK_RELATIVE.match(value):
         raise ValueError("a relative date, not a date")
     if _EPOCH.fullmatch(value):
         return pd.Timestamp(float(value), unit="s" if len(value.split(".")[0]) <= 10 else "ms")
-    for pattern, repl in _CJK_DATE:
+    for pattern, repl in [*_DATE_NOISE, *_CJK_DATE]:
         value = pattern.sub(repl, value)
-    stamp = pd.Timestamp(value.strip())
+    try:
+        stamp = pd.Timestamp(value.strip())
+    except (ValueError, TypeError, OverflowError):
+        # pandas' message repeats the value: one reason per kind keeps warnings countable
+        raise ValueError("not a date") from None
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     if pd.isna(stamp):

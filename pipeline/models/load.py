@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Settings, models_dir
-from pipeline.errors import ModelNotFound
+from pipeline.errors import DeviceUnavailable, ModelNotFound
 from pipeline.models.heads import Classifier
 
 
@@ -50,6 +50,32 @@ def kind(path: Path) -> str | None:
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return "transformer"
     return None
+
+
+def check_device(device: str, model: str | Path) -> None:
+    """Raise :class:`DeviceUnavailable` when ``device`` is not usable for ``model`` on this
+    machine (``cuda`` without a CUDA GPU or a CUDA build of torch), before anything loads.
+    The baseline runs on the CPU whatever the device."""
+    if str(device) == "cpu" or kind(resolve(model)) == "baseline":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise DeviceUnavailable(f"--device {device!r} is not a device ({exc}); use cpu or "
+                                "cuda") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise DeviceUnavailable(f"--device {device!r}: only cpu and cuda are supported")
+    if not torch.cuda.is_available():
+        raise DeviceUnavailable(
+            f"--device {device}: no CUDA GPU is usable on this machine (torch "
+            f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"--device {device}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def load(spec: str | Path, settings: Settings | None = None, *,

@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 import pandas as pd
 
 from pipeline import __version__
@@ -39,7 +40,7 @@ from pipeline.analytics.indices import count_mentions, satisfaction_table, with_
 from pipeline.catalog import OUTPUTS, PUBLISHED_FILES, REPORT_FILE, RUN_FILE, TABLES
 from pipeline.config import Settings
 from pipeline.errors import ConservationError, InputError
-from pipeline.ingest.columns import ColumnMap, find_columns
+from pipeline.ingest.columns import ColumnMap, find_columns, text_candidates
 from pipeline.ingest.readers import Chunk, file_digest, iter_chunks
 from pipeline.models.load import resolve
 from pipeline.report.render import render_run_report
@@ -47,10 +48,12 @@ from pipeline.run.part import Counts, PartSpec, classifier_for, score_part
 from pipeline.run.progress import RowProgress
 from pipeline.store import history
 from pipeline.store.cache import write_cache
+from pipeline.store.duck import file_tables, register_parquet
 from pipeline.store.parts import merge_parts
 from pipeline.store.writers import (
     Staging,
     atomic_write_text,
+    duckdb_transaction,
     inside,
     publish_duckdb,
     write_parquet,
@@ -70,6 +73,16 @@ class RunStats(Counts):
 
     failed_files: dict[str, str] = field(default_factory=dict)
     encodings: dict[str, str] = field(default_factory=dict)
+    #: Per input file: the column each role was read from (None: absent).
+    columns: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Messages about a doubtful column choice (logged as warnings too).
+    column_warnings: list[str] = field(default_factory=list)
+    #: Field warnings per reason (``invalid created_at (not a date); ...``: 12), most first.
+    warning_reasons: dict[str, int] = field(default_factory=dict)
+    #: Reviews whose id was already counted at another run date (not counted again) ...
+    repeats: int = 0
+    #: ... and reviews counted again because their text changed since.
+    changed_texts: int = 0
 
     def add(self, part: Counts) -> None:
         """Account for one finished part."""
@@ -111,6 +124,20 @@ class RunPlan:
     text_column: str | None = None
     id_column: str | None = None
     full: bool = False
+    #: The latest run date in the history when ``run_date`` is earlier (a back-fill: the
+    #: history of ``run_date`` is written, the published outputs stay), else None.
+    backfill_of: date | None = None
+
+    @property
+    def column_overrides(self) -> dict[str, str]:
+        """Input columns named by the user, role -> column: the settings' ``*_column`` fields
+        (flags, ``REVSAT_*``, ``revsat.toml``), then ``text_column``/``id_column``."""
+        named = self.settings.column_overrides()
+        if self.text_column is not None:
+            named["text"] = self.text_column
+        if self.id_column is not None:
+            named["id"] = self.id_column
+        return named
 
     @property
     def work_dir(self) -> Path:
@@ -168,14 +195,19 @@ def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[
     version = classifier_for(PartSpec("", model_path, settings.model_options(), "")).version
     names = tuple(str(p) for p in inputs)
     digests = {p: _digest_or_none(Path(p)) for p in names}
+    columns = settings.column_overrides()
+    columns.update({k: v for k, v in (("text", text_column), ("id", id_column)) if v})
     key = json.dumps([model_path, version, settings.chunk_rows, settings.max_chars,
-                      settings.quantize, text_column, id_column, sorted(digests.items()),
+                      settings.quantize, sorted(columns.items()), sorted(digests.items()),
                       PARTS_FORMAT])
+    run_date = run_date or date.today()
+    latest = history.latest_run_date(inside(out, settings.duckdb_name))
     return RunPlan(
         out_dir=out, settings=settings, inputs=names, run_id=uuid.uuid4().hex[:12],
-        run_date=run_date or date.today(), started=datetime.now(UTC), model_path=model_path,
+        run_date=run_date, started=datetime.now(UTC), model_path=model_path,
         model_version=version, run_key=hashlib.sha256(key.encode()).hexdigest()[:16],
         text_column=text_column, id_column=id_column, full=full,
+        backfill_of=latest if latest is not None and run_date < latest else None,
     )
 
 
@@ -208,7 +240,9 @@ def read_chunks(plan: RunPlan, path: Path, stats: RunStats
             columns = None
             if not chunk.rows.empty:  # no text column: this file fails, the others go on
                 columns = find_columns([c for c in chunk.rows.columns if c != "source_row"],
-                                       plan.text_column, plan.id_column)
+                                       overrides=plan.column_overrides)
+                if str(path) not in stats.columns:
+                    note_columns(path, chunk, columns, stats)
             yield chunk, columns, order, index
             index += 1
     except (InputError, OSError, UnicodeDecodeError) as exc:
@@ -217,6 +251,34 @@ def read_chunks(plan: RunPlan, path: Path, stats: RunStats
             message = f"{path}: {message}"
         stats.failed_files[str(path)] = message
         log.error("input failed: %s", message)
+
+
+def note_columns(path: Path, chunk: Chunk, columns: ColumnMap, stats: RunStats) -> None:
+    """Log and record the column mapping of a file (on its first chunk with rows), and warn
+    when the text column is mostly empty while another text candidate is filled."""
+    roles = columns.roles()
+    stats.columns[str(path)] = roles
+    log.info("%s: columns %s", path, ", ".join(
+        f"{role}={col!r}" for role, col in roles.items() if col is not None))
+    rows = chunk.rows
+
+    def filled(col: str) -> float:
+        values = rows[col].map(lambda v: isinstance(v, str) and bool(v.strip()))
+        return float(values.mean()) if len(values) else 0.0
+
+    chosen = filled(columns.text)
+    if chosen >= 0.5:
+        return
+    for other in text_candidates([c for c in rows.columns if c != "source_row"]):
+        share = filled(other)
+        if other != columns.text and share >= 0.9:
+            message = (f"{path}: text column {columns.text!r} is empty in "
+                       f"{100 * (1 - chosen):.0f} % of the first {len(rows)} rows while "
+                       f"{other!r} is filled in {100 * share:.0f} %; if {other!r} holds the "
+                       f"reviews, pass --text-column {other!r}")
+            stats.column_warnings.append(message)
+            log.warning("%s", message)
+            return
 
 
 #: ``submit(chunk, columns, file_order, chunk_index, spec)`` -> a future with ``.result()``.
@@ -264,7 +326,60 @@ def merge(plan: RunPlan, staging: Staging, stats: RunStats) -> None:
         stats.rows_rejected = counts["rejected"]
         stats.warnings = counts["warnings"]
         stats.check_conservation()
+        stats.warning_reasons = _reason_counts(staging.path(TABLES["warnings"].file))
+        if stats.warning_reasons:
+            log.warning("field warnings by reason: %s", "; ".join(
+                f"{n} {reason}" for reason, n in stats.warning_reasons.items()))
+        select_counted(plan, staging, stats)
 
+
+#: The staged reviews a run's indices count (not published): see :func:`select_counted`.
+COUNTED_FILE = "counted.parquet"
+
+
+def _reason_counts(warnings: Path) -> dict[str, int]:
+    """Field warnings of a staged ``warnings`` table counted by reason, most first."""
+    import pyarrow.parquet as pq
+
+    reasons = pq.read_table(warnings, columns=["reason"]).column("reason").to_pandas()
+    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+
+
+def select_counted(plan: RunPlan, staging: Staging, stats: RunStats) -> None:
+    """Stage ``counted.parquet``: the reviews this run's indices count. A review whose id is
+    already in ``history_reviews`` at another run date with the same text was counted there
+    and is left out (a cumulative "last 7 days" export is not counted twice); one whose text
+    changed counts here, replacing the earlier (logged). ``count_repeats`` counts every
+    review of the run."""
+    reviews = staging.path(TABLES["reviews"].file)
+    counted = staging.path(COUNTED_FILE)
+    if plan.settings.count_repeats or "history_reviews" not in file_tables(plan.db_path):
+        shutil.copyfile(reviews, counted)
+        return
+    src = "_reviews"
+    seen = "SELECT DISTINCT review_id, content_hash FROM history_reviews WHERE run_date <> ?"
+    with duckdb.connect(str(plan.db_path), read_only=True) as con:
+        con.execute(f"SET memory_limit = '{plan.settings.duckdb_memory}'")
+        register_parquet(con, src, reviews)
+        same, changed = con.execute(
+            f"""SELECT count(*) FILTER (WHERE h.content_hash = r.content_hash),
+                       count(*) FILTER (WHERE h.content_hash <> r.content_hash)
+                FROM {src} r JOIN ({seen}) h USING (review_id)""", [plan.run_date]).fetchone()
+        target = str(counted).replace("'", "''")
+        con.execute(
+            f"""COPY (SELECT * FROM {src} r WHERE NOT EXISTS (
+                  SELECT 1 FROM ({seen}) h WHERE h.review_id = r.review_id
+                    AND h.content_hash = r.content_hash)
+                ORDER BY source_file, source_row)
+                TO '{target}' (FORMAT parquet, COMPRESSION zstd)""", [plan.run_date])
+    stats.repeats, stats.changed_texts = int(same), int(changed)
+    if stats.repeats:
+        log.info("%d review(s) already counted at an earlier run date: not counted again in "
+                 "this run's indices", stats.repeats)
+    if stats.changed_texts:
+        log.warning("%d review(s) changed their text since the run date that counted them: "
+                    "the new text counts in this run, replacing the earlier",
+                    stats.changed_texts)
 
 @dataclass
 class RollUp:
@@ -279,7 +394,7 @@ def roll_up(plan: RunPlan, staging: Staging, stats: RunStats) -> RollUp:
     reviews."""
     s = plan.settings
     with stats.timed("roll_up"):
-        reviews = staging.path(TABLES["reviews"].file)
+        reviews = staging.path(COUNTED_FILE)
         sat = satisfaction_table(count_mentions(reviews, s.duckdb_memory),
                                  prior_strength=s.prior_strength, min_mentions=s.min_mentions)
         drivers = driver_weights(reviews, s.composite_weights, s.driver_alpha,
@@ -315,7 +430,7 @@ def find_evidence(plan: RunPlan, staging: Staging, stats: RunStats) -> pd.DataFr
     table = TABLES["complaint_terms"]
     with stats.timed("evidence"):
         terms = complaint_terms(
-            staging.path(TABLES["reviews"].file), plan.run_id, plan.run_date,
+            staging.path(COUNTED_FILE), plan.run_id, plan.run_date,
             top_n=s.top_terms, min_count=s.terms.min_count, prior_size=s.terms.prior_size,
             per_term=s.terms.examples, max_chars=s.terms.example_chars,
             memory_limit=s.duckdb_memory)
@@ -343,6 +458,12 @@ def run_record(plan: RunPlan, stats: RunStats, drivers: DriverWeights | None = N
         "warnings": stats.warnings,
         "failed_files": dict(stats.failed_files),
         "encodings": dict(stats.encodings),
+        "columns": dict(stats.columns),
+        "column_warnings": list(stats.column_warnings),
+        "warning_reasons": dict(stats.warning_reasons),
+        "repeats": stats.repeats,
+        "changed_texts": stats.changed_texts,
+        "backfill": plan.backfill_of.isoformat() if plan.backfill_of else None,
         "cached": stats.cached,
         "model_rows": stats.model_rows,
         "parts_reused": stats.parts_reused,
@@ -377,8 +498,11 @@ def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:
     atomic_write_text(staging.path(RUN_FILE), json.dumps(record, indent=2))
     runs_path = staging.path("run.parquet")
     write_parquet(pd.DataFrame([{
-        **record, **{k: json.dumps(record[k]) for k in (
-            "inputs", "failed_files", "encodings", "seconds", "composite_weights")}}]),
+        **record, **{k: json.dumps(record[k], ensure_ascii=False) for k in (
+            "inputs", "failed_files", "encodings", "seconds", "composite_weights", "columns",
+            "column_warnings", "warning_reasons")},
+        # a typed empty value: a null-typed first row would not take a date later
+        "backfill": record["backfill"] or ""}]),
         runs_path)
     staged = {t.name: staging.path(t.file) for t in OUTPUTS}
     sat = pd.read_parquet(staged["satisfaction"], columns=["grouping", "dimension", "index"])
@@ -386,10 +510,22 @@ def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:
     sources: dict[str, Any] = {t.history: staged[t.name] for t in OUTPUTS if t.history}
     sources[TABLES["runs"].history] = history.run_row(record, overall)
 
+    counted = staging.path(COUNTED_FILE)
+
     def log_and_history(con) -> None:
         history.write_log(con, "runs", runs_path)
+        history.write_reviews(con, plan.run_date, plan.run_id, counted)
         history.write_history(con, plan.run_date, sources)
 
+    if plan.backfill_of is not None:
+        # An earlier date than the published one: its history only (one transaction); the
+        # published tables and files stay the latest run date's.
+        with duckdb_transaction(plan.db_path) as con:
+            log_and_history(con)
+        log.warning("back-fill of %s: history updated for that date; the published outputs "
+                    "stay those of %s (the next run's trends include %s)", plan.run_date,
+                    plan.backfill_of, plan.run_date)
+        return {plan.settings.duckdb_name: plan.db_path}
     staging.begin(names)
     publish_duckdb(plan.db_path, staged, also=log_and_history)
     published = staging.commit(names)
@@ -397,15 +533,20 @@ def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:
     return published
 
 
-def remember(plan: RunPlan, stats: RunStats) -> None:
+def remember(plan: RunPlan, stats: RunStats, staging: Staging | None = None) -> None:
     """After a successful publish: keep this run's predictions for incremental runs and
-    delete the parts (they are no longer needed to resume)."""
-    reviews = plan.out_dir / TABLES["reviews"].file
+    delete the parts (they are no longer needed to resume). A back-fill's snapshot was never
+    published: its reviews are read from ``staging``, which is then dropped."""
+    backfill = plan.backfill_of is not None and staging is not None
+    reviews = (staging.path(TABLES["reviews"].file) if backfill
+               else plan.out_dir / TABLES["reviews"].file)
     if reviews.is_file() and stats.rows_scored:
         plan.cache_dir.mkdir(parents=True, exist_ok=True)
         write_cache(reviews, plan.cache_dir / f"{plan.run_id}.parquet", plan.model_version,
                     plan.settings.duckdb_memory)
     shutil.rmtree(plan.work_dir / "parts", ignore_errors=True)
+    if backfill:
+        staging.cleanup()
 
 
 # --------------------------------------------------------------------------- the sequence
@@ -465,7 +606,7 @@ def execute(plan: RunPlan, score: Score = score_in_process, step: Step = call) -
              run_record(plan, stats, rolled.drivers, alerts), rolled.satisfaction)
         record = run_record(plan, stats, rolled.drivers, alerts)
         files = step("publish", publish, plan, staging, record)
-        remember(plan, stats)
+        remember(plan, stats, staging)
     except BaseException:
         staging.cleanup()
         raise

@@ -3,9 +3,11 @@
 Every run appends its tables to ``history_*`` tables of ``--out/revsat.duckdb``, keyed by
 ``run_date`` (``--run-date``): ``history_runs`` (one row per run date), ``history_satisfaction``,
 ``history_drivers``, ``history_alerts`` and ``history_complaint_terms`` (the ``history`` of each
-table in :data:`pipeline.catalog.TABLES`). Re-running a date first deletes that date's rows, in
-the same transaction as the insert, so a date is never duplicated and a failed write changes
-nothing. The ``runs`` table is a plain log: one row per run, appended.
+table in :data:`pipeline.catalog.TABLES`), and ``history_reviews``: the review ids each date
+counted (a review id already there at another date is not counted again). Re-running a date
+first deletes that date's rows, in the same transaction as the insert, so a date is never
+duplicated and a failed write changes nothing. The ``runs`` table is a plain log: one row per
+run, appended.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.catalog import DIMENSIONS
-from pipeline.store.duck import register_parquet, tables
+from pipeline.store.duck import file_tables, register_parquet, tables
 
 
 def load_history(
@@ -107,6 +109,33 @@ def write_history(con: duckdb.DuckDBPyConnection, run_date: date,
 def write_log(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table) -> None:
     """Append ``source`` to table ``name`` as is (no replacement), adding new columns."""
     _insert(con, name, source, tables(con), None)
+
+
+def latest_run_date(db: Path) -> date | None:
+    """The latest run date in ``history_runs`` (None without history)."""
+    if "history_runs" not in file_tables(db):
+        return None
+    with duckdb.connect(str(db), read_only=True) as con:
+        value = con.execute("SELECT max(run_date) FROM history_runs").fetchone()[0]
+    return pd.Timestamp(value).date() if value is not None else None
+
+
+def write_reviews(con: duckdb.DuckDBPyConnection, run_date: date, run_id: str,
+                  counted: Path) -> None:
+    """Record in ``history_reviews`` (review_id, content_hash, run_date, run_id) the reviews
+    ``run_date``'s indices counted (inside the caller's transaction): that date's earlier rows
+    are replaced, and a review id recorded at another date is moved here (its text changed, so
+    it was counted again)."""
+    if "history_reviews" not in tables(con):
+        con.execute("CREATE TABLE history_reviews (review_id VARCHAR, content_hash VARCHAR, "
+                    "run_date DATE, run_id VARCHAR)")
+    register_parquet(con, "_counted", counted)
+    con.execute("DELETE FROM history_reviews WHERE run_date = ?", [run_date])
+    con.execute("DELETE FROM history_reviews WHERE review_id IN "
+                "(SELECT review_id FROM _counted)")
+    con.execute("INSERT INTO history_reviews SELECT DISTINCT ON (review_id) review_id, "
+                "content_hash, ?::DATE, ? FROM _counted", [run_date, run_id])
+    con.unregister("_counted")
 
 
 def run_logged(db: Path, run_id: str) -> bool:

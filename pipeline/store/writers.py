@@ -52,6 +52,10 @@ def replacing(path: Path, *, fsync: bool = False) -> Iterator[Path]:
     (after an fsync of the file with ``fsync``), removed when it raises. Readers (and a run
     killed mid-write) see the old file or the new one, never half of one."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates 0600; the file gets the umask's permissions, as every other output
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -19,11 +19,36 @@ def test_empty_text_rejected_and_counts_conserved():
     assert all("empty text" in r["reason"] for r in v.rejected)
 
 
-def test_fallback_ids_are_stable_and_depend_on_file_and_text():
-    a = fallback_id("/x/export.csv", "好评")
-    assert a == fallback_id("/other/dir/export.csv", "好评")  # base name only
-    assert a != fallback_id("/x/export.csv", "差评")
-    assert a != fallback_id("/x/other.csv", "好评")
+def test_fallback_ids_are_stable_and_depend_on_file_row_and_text():
+    a = fallback_id("/x/export.csv", "好评", 3)
+    assert a == fallback_id("/other/dir/export.csv", "好评", 3)  # base name only
+    assert a != fallback_id("/x/export.csv", "差评", 3)
+    assert a != fallback_id("/x/other.csv", "好评", 3)
+    assert a != fallback_id("/x/export.csv", "好评", 4)  # another row is another review
+
+
+def test_fallback_id_from_an_order_column_survives_re_exports():
+    a = fallback_id("/x/day1.csv", "好评", 3, order="E1001", product="P1")
+    assert a.startswith("o-")
+    assert a == fallback_id("/x/last-7-days.csv", "好评", 90, order="E1001", product="P1")
+    assert a != fallback_id("/x/day1.csv", "好评", 3, order="E1001", product="P2")
+
+
+def test_identical_short_reviews_without_ids_are_all_kept():
+    """Issue 14.1: ten customers who each wrote 好评 are ten reviews, not one."""
+    rows = [{"text": "好评"} for _ in range(10)] + [{"text": "物流太慢了"}]
+    v = validate_chunk(chunk(rows), find_columns(["text"]))
+    assert len(v.accepted) == 11 and not v.rejected
+    assert v.accepted["review_id"].nunique() == 11
+    again = validate_chunk(chunk(rows), find_columns(["text"]))
+    assert list(again.accepted["review_id"]) == list(v.accepted["review_id"])  # stable
+
+
+def test_order_number_column_gives_every_row_an_id():
+    rows = [{"订单号": f"E{i:04d}", "评价内容": "好评" if i % 2 else "不错"} for i in range(100)]
+    v = validate_chunk(chunk(rows), find_columns(["订单号", "评价内容"]))
+    assert len(v.accepted) == 100 and not v.rejected
+    assert v.accepted["review_id"].str.startswith("o-").all()
 
 
 def test_accepted_rows_keep_their_input_values_for_the_merge():
