@@ -83,6 +83,7 @@ OUTPUT_FILES = (
     "drivers.parquet",
     "trends.parquet",
     "alerts.parquet",
+    "alert_groups.parquet",
     "complaint_terms.parquet",
     "report.html",
 )

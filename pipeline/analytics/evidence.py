@@ -16,7 +16,9 @@ and ``a0`` the prior size (``prior_size``, default 1000 pseudo-counts), ``a = a0
     z     = delta / sqrt(var)
 
 The top ``top_n`` terms by ``z`` with at least ``min_count`` target reviews are kept; each gets up
-to three example reviews: target reviews containing the term, most confident label first.
+to three example reviews: target reviews containing the term, most confident label first,
+each shown as a window of up to ``SNIPPET_CHARS`` characters around the term's first
+occurrence (``…`` where the text is cut).
 Unlike raw counts this ignores words that are merely frequent everywhere, and unlike a plain
 ratio it does not crown words seen twice.
 """
@@ -58,7 +60,37 @@ STOP_WORDS = frozenset(
     will just than then there here have has had do does did am if when what which who how all
     any some also only again after before about into out up down over more most one get got
     really even still much would've i'm i've it'll they're""".split()
+) | frozenset(
+    # Generic sentiment and filler: they mark that a review complains, not what went wrong.
+    """一直 差 差评 好评 中评 很差 太差 真差 最差 超差 垃圾 失望 糟糕 后悔 无语 生气 坑 一般 好 不好
+    不错 满意 不满意 问题 商品 产品 宝贝 购买 收到 一次 第一次 时候 现在 以后 之前 结果 居然 竟然
+    简直 完全 根本 直接 其实 总是 每次 千万 大家 客户 亲 哈哈
+    get gets getting got right start started starting first time times use used using bad
+    terrible awful worst poor horrible disappointed disappointing disappointment waste good great
+    nice love like ok okay never ever again star stars review product products item items thing
+    things buy bought purchase purchased order ordered really totally completely""".split()
 )
+
+
+#: Characters of an example review kept around its complaint term.
+SNIPPET_CHARS = 160
+
+
+def snippet(text: str, term: str, width: int = SNIPPET_CHARS) -> str:
+    """A window of ``text`` of at most ``width`` characters centred on the first occurrence of
+    ``term`` (case-insensitive), with ``…`` where it is cut; the text's start when absent."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    at = text.lower().find(str(term).lower())
+    if at < 0:
+        return text[: width - 1] + "…"
+    start = max(0, at - (width - len(term)) // 2)
+    end = min(len(text), start + width)
+    start = max(0, end - width)
+    head = "…" if start > 0 else ""
+    tail = "…" if end < len(text) else ""
+    return head + text[start + len(head):end - len(tail)] + tail
 
 
 def _src(reviews_parquet: Path) -> str:
@@ -141,10 +173,11 @@ def top_terms(
 
 
 def add_examples(
-    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 300
+    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3,
+    max_chars: int = SNIPPET_CHARS,
 ) -> pd.DataFrame:
     """Attach ``example_ids``/``example_texts``: the term's most confidently labelled target
-    reviews with distinct texts (cut to ``max_chars``)."""
+    reviews with distinct texts, each as a window of ``max_chars`` around the term."""
     out = top.copy()
     if top.empty:
         out["example_ids"] = pd.Series(dtype=object)
@@ -160,7 +193,7 @@ def add_examples(
         # Distinct texts only: exports often repeat a review under several ids.
         hits = con.execute(
             f"""WITH hits AS (
-                  SELECT k.dimension, k.term, r.review_id, left(r.text, {int(max_chars)}) AS text,
+                  SELECT k.dimension, k.term, r.review_id, r.text AS text,
                          {conf} AS conf
                   FROM {_src(reviews_parquet)} r JOIN k
                     ON {label} = 'negative' AND list_contains(r.tokens, k.term)),
@@ -179,7 +212,9 @@ def add_examples(
         con.close()
     grouped = hits.groupby(["dimension", "term"], sort=False)
     ids = grouped["review_id"].agg(list)
-    texts = grouped["text"].agg(list)
+    hits["text"] = [snippet(t, term, max_chars) for t, term in zip(hits["text"], hits["term"],
+                                                                   strict=True)]
+    texts = hits.groupby(["dimension", "term"], sort=False)["text"].agg(list)
     key = list(zip(out["dimension"], out["term"], strict=True))
     out["example_ids"] = [ids.get(k, []) for k in key]
     out["example_texts"] = [texts.get(k, []) for k in key]

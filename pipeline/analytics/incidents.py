@@ -37,8 +37,9 @@ Incidents
     ``composite`` and ``overall`` summaries join the largest dimension incident of the night,
     when there is one). Inside an incident, each group's *loss* is the satisfied mentions it
     lost against its baseline, ``-change * mentions / 100``. A product, category or language
-    carrying at least half of the incident's loss on its own drives it (most specific
-    grouping first); the other groups follow by loss. The first group is the incident's lead:
+    carrying at least half of the incident's loss on its own, and falling at least 1.5 times as
+    far as all reviews did, drives it (most specific grouping first); then all reviews, then
+    the other groups by loss. The first group is the incident's lead:
     its figures are the incident's. An incident open on the previous run date stays the same
     incident (``status = ongoing``, same ``incident_id`` and ``first_alerted``).
 """
@@ -239,15 +240,22 @@ def assemble(members: pd.DataFrame, previous: pd.DataFrame | None = None
             own["grouping"] == "all").any() else own["loss"].sum()
         share = own["loss"] / total if total and total > 0 else own["loss"] * 0
         g = g.assign(share=share.reindex(g.index).fillna(0.0))
+        # A driver carries half the loss and fell clearly more (1.5x) than all reviews did:
+        # when every product fell alike, all reviews lead.
+        all_change = own.loc[own["grouping"] == "all", "change"]
+        sharper = (g["change"] <= 1.5 * all_change.iloc[0]) if len(all_change) else True
         g["driver"] = ((g["dimension"] == dim) & (g["grouping"] != "all")
-                       & (g["share"] >= 0.5))
+                       & (g["share"] >= 0.5) & sharper)
         g["_spec"] = g["grouping"].map(SPECIFICITY).fillna(3)
         g["_own"] = g["dimension"] != dim
         g = g.sort_values(["_own", "driver", "_spec", "loss", "q_value"],
                           ascending=[True, False, True, False, True])
         # Non-drivers: by loss, whatever their grouping.
         drivers, rest = g[g["driver"]], g[~g["driver"]]
-        rest = rest.sort_values(["_own", "loss", "q_value"], ascending=[True, False, True])
+        # Without a driver, all reviews lead: the fall is broad.
+        rest = rest.assign(_notall=rest["grouping"] != "all").sort_values(
+            ["_own", "_notall", "loss", "q_value"], ascending=[True, True, False, True]
+        ).drop(columns="_notall")
         g = pd.concat([drivers, rest]).drop(columns=["_spec", "_own"])
         g["rank"] = np.arange(1, len(g) + 1)
         frames.append(g)

@@ -72,6 +72,45 @@ def first_complaints(reviews: Path, per_dimension: int = 3) -> pd.DataFrame:
             else pd.DataFrame(columns=["text", *DIMENSIONS]))
 
 
+def incident_examples(alerts: pd.DataFrame, reviews: Path, per_incident: int = 3,
+                      max_chars: int = 300) -> pd.DataFrame:
+    """``alerts`` with ``example_ids``/``example_texts``: up to ``per_incident`` distinct
+    reviews of the run that are negative on the incident's lead dimension, in its lead group
+    when that is a product, category or language (the most confidently labelled first)."""
+    if alerts.empty:
+        return alerts
+    from pipeline.store import duck
+
+    out = alerts.copy()
+    src = "read_parquet('" + str(reviews).replace("'", "''") + "')"
+    con = duck.connect()
+    try:
+        have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        ids, texts = [], []
+        for r in out.itertuples(index=False):
+            dim = r.lead_dimension
+            if dim not in DIMENSIONS:  # composite / overall: negative overall sentiment
+                label, conf = "sentiment", "p_negative"
+            else:
+                label, conf = dim, f"{dim}_confidence"
+            where, params = [f"{label} = 'negative'"], []
+            if r.grouping in ("product_id", "category", "lang") and r.grouping in have:
+                where.append(f"CAST({r.grouping} AS VARCHAR) = ?")
+                params.append(r.group)
+            rows = con.execute(
+                f"""SELECT review_id, left(text, {int(max_chars)}) AS text FROM (
+                      SELECT *, row_number() OVER (PARTITION BY text ORDER BY review_id) AS dup
+                      FROM {src} WHERE {' AND '.join(where)})
+                    WHERE dup = 1 ORDER BY {conf} DESC NULLS LAST, review_id
+                    LIMIT {int(per_incident)}""", params).fetchall()
+            ids.append([row[0] for row in rows])
+            texts.append([row[1] for row in rows])
+    finally:
+        con.close()
+    out["example_ids"], out["example_texts"] = ids, texts
+    return out
+
+
 def _digest_or_none(path: Path) -> str | None:
     try:
         return file_digest(path)
@@ -261,19 +300,29 @@ class ScoreRun:
         return sat
 
     def compare_history(self, sat: pd.DataFrame) -> pd.DataFrame:
-        """Stage ``trends.parquet`` and ``alerts.parquet`` against earlier runs in the DuckDB
-        file; returns the alerts."""
+        """Stage ``trends.parquet``, ``alerts.parquet`` (one row per incident, with example
+        reviews) and ``alert_groups.parquet`` against earlier runs in the DuckDB file and the
+        run's own review days and weeks; returns the alerts."""
         t0 = time.perf_counter()
         s = self.settings
         past = history.load_history(self.db_path, self.run_date, groupings=s.alert_groupings,
-                                    last_runs=s.trend_window)
+                                    last_runs=history.LOOKBACK_RUNS,
+                                    columns=history.DETECT_COLUMNS)
         trend = history.trends(sat, past, self.run_date, self.run_id, s.trend_window,
                                s.alert_groupings)
-        self.alerts = history.alerts(trend, s.alert_drop, s.alert_complaint_rise, s.alert_alpha)
-        write_parquet(history.to_arrow(trend, history.TRENDS_SCHEMA).to_pandas(),
-                      self.staging.path("trends.parquet"), history.TRENDS_SCHEMA)
-        write_parquet(history.to_arrow(self.alerts, history.ALERTS_SCHEMA).to_pandas(),
-                      self.staging.path("alerts.parquet"), history.ALERTS_SCHEMA)
+        previous = history.load_history(self.db_path, self.run_date, table="history_alerts",
+                                        last_runs=1)
+        tests, alerts, groups = history.detect(
+            sat, past, previous, self.run_date, self.run_id, window=s.trend_window,
+            drop=s.alert_drop, alpha=s.alert_alpha, min_mentions=s.alert_min_mentions,
+            groupings=s.alert_groupings)
+        self.alerts = incident_examples(alerts, self.staging.path("reviews.parquet"))
+        trend = history.with_detection(trend, tests)
+        for name, frame, schema in (("trends", trend, history.TRENDS_SCHEMA),
+                                    ("alerts", self.alerts, history.ALERTS_SCHEMA),
+                                    ("alert_groups", groups, history.ALERT_GROUPS_SCHEMA)):
+            write_parquet(history.to_arrow(frame, schema).to_pandas(),
+                          self.staging.path(f"{name}.parquet"), schema)
         self.stats.add_time("history", time.perf_counter() - t0)
         return self.alerts
 
@@ -314,7 +363,7 @@ class ScoreRun:
             "driver_method": self.drivers.method if self.drivers else None,
             "alerts": 0 if self.alerts is None else len(self.alerts),
             "alert_drop": self.settings.alert_drop,
-            "alert_complaint_rise": self.settings.alert_complaint_rise,
+            "alert_min_mentions": self.settings.alert_min_mentions,
             "alert_alpha": self.settings.alert_alpha,
             "trend_window": self.settings.trend_window,
         }
@@ -325,7 +374,8 @@ class ScoreRun:
         negative_any = first_complaints(self.staging.path("reviews.parquet"))
         rejected = pd.read_parquet(self.staging.path("rejected.parquet"), columns=["reason"])
         staged = {name: pd.read_parquet(self.staging.path(f"{name}.parquet"))
-                  for name in ("drivers", "trends", "alerts", "complaint_terms")
+                  for name in ("drivers", "trends", "alerts", "alert_groups", "complaint_terms",
+                               "warnings")
                   if self.staging.path(f"{name}.parquet").is_file()}
         # The trend chart shows the overall figures of the last 90 run dates.
         past = history.load_history(self.db_path, self.run_date, groupings=["all"],
@@ -334,6 +384,7 @@ class ScoreRun:
             self.staging.path("report.html"), self.run_record(), sat, negative_any, rejected,
             drivers=staged.get("drivers"), trends=staged.get("trends"),
             alerts=staged.get("alerts"), terms=staged.get("complaint_terms"), history=past,
+            alert_groups=staged.get("alert_groups"), warnings=staged.get("warnings"),
         )
         self.stats.add_time("report", time.perf_counter() - t0)
         return path
@@ -358,6 +409,7 @@ class ScoreRun:
             "history_satisfaction": staged["satisfaction.parquet"],
             "history_drivers": staged["drivers.parquet"],
             "history_alerts": staged["alerts.parquet"],
+            "history_alert_groups": staged["alert_groups.parquet"],
             "history_complaint_terms": staged["complaint_terms.parquet"],
             "history_runs": history.run_row(record, self._overall_indices()),
         }
