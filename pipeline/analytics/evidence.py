@@ -17,8 +17,8 @@ and ``a0`` the prior size (``prior_size``, default 1000 pseudo-counts), ``a = a0
 
 The top ``top_n`` terms by ``z`` with at least ``min_count`` target reviews are kept; each gets up
 to three example reviews: target reviews containing the term, most confident label first,
-each shown as a window of up to ``SNIPPET_CHARS`` characters around the term's first
-occurrence (``…`` where the text is cut).
+each shown as a window of up to ``max_chars`` characters around the term's first occurrence
+(``…`` where the text is cut).
 Unlike raw counts this ignores words that are merely frequent everywhere, and unlike a plain
 ratio it does not crown words seen twice.
 """
@@ -30,21 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from pipeline.catalog import DIMENSIONS
+from pipeline.catalog import COMPLAINT_TERMS_SCHEMA, DIMENSIONS
+from pipeline.config import DEFAULT_DUCKDB_MEMORY
 from pipeline.store import duck
-
-COMPLAINT_TERMS_SCHEMA = pa.schema(
-    [
-        ("dimension", pa.string()), ("rank", pa.int64()), ("term", pa.string()),
-        ("z", pa.float64()), ("log_odds", pa.float64()),
-        ("target_reviews", pa.int64()), ("background_reviews", pa.int64()),
-        ("target_share", pa.float64()), ("background_share", pa.float64()),
-        ("example_ids", pa.list_(pa.string())), ("example_texts", pa.list_(pa.string())),
-        ("run_id", pa.string()), ("run_date", pa.date32()),
-    ]
-)
 
 #: Tokens never reported as complaint terms (see the module docstring).
 STOP_WORDS = frozenset(
@@ -72,11 +61,7 @@ STOP_WORDS = frozenset(
 )
 
 
-#: Characters of an example review kept around its complaint term.
-SNIPPET_CHARS = 160
-
-
-def snippet(text: str, term: str, width: int = SNIPPET_CHARS) -> str:
+def snippet(text: str, term: str, width: int = 160) -> str:
     """A window of ``text`` of at most ``width`` characters centred on the first occurrence of
     ``term`` (case-insensitive), with ``…`` where it is cut; the text's start when absent."""
     text = str(text)
@@ -93,31 +78,29 @@ def snippet(text: str, term: str, width: int = SNIPPET_CHARS) -> str:
     return head + text[start + len(head):end - len(tail)] + tail
 
 
-def _src(reviews_parquet: Path) -> str:
-    return "read_parquet('" + str(reviews_parquet).replace("'", "''") + "')"
-
-
 def _keep(term: str) -> bool:
     if term in STOP_WORDS or term.isdigit():
         return False
     return not (len(term) == 1 and term.isascii())
 
 
-def term_counts(reviews_parquet: Path) -> tuple[pd.DataFrame, dict[str, int], int]:
+def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
+                ) -> tuple[pd.DataFrame, dict[str, int], int]:
     """Per term: reviews containing it, overall and among each dimension's negative reviews.
 
     Returns the term table, the number of negative reviews per dimension and the review count.
     """
     neg = ", ".join(f"count(*) FILTER (WHERE {d} = 'negative') AS {d}" for d in DIMENSIONS)
-    con = duck.connect()
+    con = duck.connect(memory_limit)
     try:
+        duck.register_parquet(con, "reviews", reviews_parquet)
         terms = con.execute(
             f"""WITH t AS (SELECT unnest(list_distinct(tokens)) AS term, {", ".join(DIMENSIONS)}
-                           FROM {_src(reviews_parquet)})
+                           FROM reviews)
                 SELECT term, count(*) AS total, {neg} FROM t
                 WHERE term IS NOT NULL AND length(term) > 0 GROUP BY term"""
         ).df()
-        row = con.execute(f"SELECT count(*), {neg} FROM {_src(reviews_parquet)}").fetchone()
+        row = con.execute(f"SELECT count(*), {neg} FROM reviews").fetchone()
     finally:
         con.close()
     assert row is not None
@@ -173,11 +156,11 @@ def top_terms(
 
 
 def add_examples(
-    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3,
-    max_chars: int = SNIPPET_CHARS,
+    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 160,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
     """Attach ``example_ids``/``example_texts``: the term's most confidently labelled target
-    reviews with distinct texts, each as a window of ``max_chars`` around the term."""
+    reviews with distinct texts, each a window of ``max_chars`` around the term."""
     out = top.copy()
     if top.empty:
         out["example_ids"] = pd.Series(dtype=object)
@@ -187,15 +170,16 @@ def add_examples(
         f"WHEN '{d}' THEN r.{d}" for d in DIMENSIONS) + " END"
     conf = "CASE k.dimension " + " ".join(
         f"WHEN '{d}' THEN r.{d}_confidence" for d in DIMENSIONS) + " END"
-    con = duck.connect()
+    con = duck.connect(memory_limit)
     try:
         con.register("k", top[["dimension", "term"]])
+        duck.register_parquet(con, "reviews", reviews_parquet)
         # Distinct texts only: exports often repeat a review under several ids.
         hits = con.execute(
             f"""WITH hits AS (
                   SELECT k.dimension, k.term, r.review_id, r.text AS text,
                          {conf} AS conf
-                  FROM {_src(reviews_parquet)} r JOIN k
+                  FROM reviews r JOIN k
                     ON {label} = 'negative' AND list_contains(r.tokens, k.term)),
                 uniq AS (
                   SELECT *, row_number() OVER (PARTITION BY dimension, term, text
@@ -210,11 +194,11 @@ def add_examples(
         ).df()
     finally:
         con.close()
-    grouped = hits.groupby(["dimension", "term"], sort=False)
-    ids = grouped["review_id"].agg(list)
     hits["text"] = [snippet(t, term, max_chars) for t, term in zip(hits["text"], hits["term"],
                                                                    strict=True)]
-    texts = hits.groupby(["dimension", "term"], sort=False)["text"].agg(list)
+    grouped = hits.groupby(["dimension", "term"], sort=False)
+    ids = grouped["review_id"].agg(list)
+    texts = grouped["text"].agg(list)
     key = list(zip(out["dimension"], out["term"], strict=True))
     out["example_ids"] = [ids.get(k, []) for k in key]
     out["example_texts"] = [texts.get(k, []) for k in key]
@@ -223,13 +207,52 @@ def add_examples(
 
 def complaint_terms(
     reviews_parquet: Path, run_id: str, run_date: date, top_n: int = 10,
-    min_count: int = 3, prior_size: float = 1000.0,
+    min_count: int = 3, prior_size: float = 1000.0, per_term: int = 3, max_chars: int = 160,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
-    """The ``complaint_terms`` table of a run: top terms per dimension with examples."""
-    terms, negatives, reviews = term_counts(reviews_parquet)
+    """The ``complaint_terms`` table of a run: top terms per dimension with up to
+    ``per_term`` examples each (a window of ``max_chars`` around the term)."""
+    terms, negatives, reviews = term_counts(reviews_parquet, memory_limit)
     top = add_examples(top_terms(terms, negatives, reviews, top_n, min_count, prior_size),
-                       reviews_parquet)
+                       reviews_parquet, per_term, max_chars, memory_limit)
     top["run_id"] = run_id
     top["run_date"] = run_date
-    return top[COMPLAINT_TERMS_SCHEMA.names] if not top.empty else pd.DataFrame(
-        columns=COMPLAINT_TERMS_SCHEMA.names)
+    names = COMPLAINT_TERMS_SCHEMA.names
+    return top[names] if not top.empty else pd.DataFrame(columns=names)
+
+
+def incident_examples(alerts: pd.DataFrame, reviews_parquet: Path, per_incident: int = 3,
+                      max_chars: int = 300, memory_limit: str = DEFAULT_DUCKDB_MEMORY
+                      ) -> pd.DataFrame:
+    """``alerts`` with ``example_ids``/``example_texts``: up to ``per_incident`` distinct
+    reviews of the run that are negative on the incident's lead dimension (negative overall
+    for ``composite``/``overall``), in its lead group when that is a product, category or
+    language, the most confidently labelled first (cut to ``max_chars``)."""
+    if alerts.empty:
+        return alerts
+    out = alerts.copy()
+    con = duck.connect(memory_limit)
+    try:
+        duck.register_parquet(con, "reviews", reviews_parquet)
+        have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM reviews").fetchall()}
+        ids, texts = [], []
+        for r in out.itertuples(index=False):
+            dim = r.lead_dimension
+            label, conf = ((dim, f"{dim}_confidence") if dim in DIMENSIONS
+                           else ("sentiment", "p_negative"))
+            where, params = [f"{label} = 'negative'"], []
+            if r.grouping in ("product_id", "category", "lang") and r.grouping in have:
+                where.append(f"CAST({r.grouping} AS VARCHAR) = ?")
+                params.append(r.group)
+            rows = con.execute(
+                f"""SELECT review_id, left(text, {int(max_chars)}) FROM (
+                      SELECT *, row_number() OVER (PARTITION BY text ORDER BY review_id) AS dup
+                      FROM reviews WHERE {' AND '.join(where)})
+                    WHERE dup = 1 ORDER BY {conf} DESC NULLS LAST, review_id
+                    LIMIT {int(per_incident)}""", params).fetchall()
+            ids.append([row[0] for row in rows])
+            texts.append([row[1] for row in rows])
+    finally:
+        con.close()
+    out["example_ids"], out["example_texts"] = ids, texts
+    return out

@@ -35,9 +35,9 @@ Method (README "Alerting")
     at least ``1 - alpha``, so **a stable night raises an incident with probability at most
     ``alert_alpha``** (the stated false-alarm rate). The data-chosen start makes the p-values
     approximately valid only; ``tests/test_alerting.py`` measures the rate on simulated
-    stable nights (0.6 % at ``alpha`` = 1 %). A series is *in alarm* when ``q_value < alpha``, its group has at least
-    ``min_mentions`` mentions tonight, and it is at least ``drop`` index points below its
-    baseline tonight.
+    stable nights (0.6 % at ``alpha`` = 1 %). A series is *in alarm* when
+    ``q_value < alpha``, its group has at least ``min_mentions`` mentions tonight, and it is
+    at least ``drop`` index points below its baseline tonight.
 
 Incidents
     The series in alarm are grouped by dimension: one incident per dimension and night (the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -23,7 +24,7 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.ingest.columns import ColumnMap, find_columns
-from pipeline.retry import backoff_delays, is_transient
+from pipeline.retry import backoff_delays, is_transient, retry
 
 log = logging.getLogger("revsat")
 
@@ -157,6 +158,20 @@ def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                         "chunk %d", path, type(exc).__name__, exc, failures,
                         len(READ_RETRY_DELAYS), delay, yielded)
             _sleep(delay)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (streamed): identifies an input across re-runs. A transient
+    read error (network mount) is retried with backoff; a missing file fails at once."""
+
+    def digest_once() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return retry(digest_once, f"hashing {path}")
 
 
 def _read(path: Path, suffix: str, chunk_rows: int) -> Iterator[Chunk]:
@@ -525,15 +540,6 @@ def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                     encoding="binary")
 
 
-def read_all(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, list[dict]]:
-    """Read a whole (small) export: all rows and all rejected rows. Convenience for tests."""
-    frames, rejected = [], []
-    for chunk in iter_chunks(path, chunk_rows):
-        frames.append(chunk.rows)
-        rejected.extend(chunk.rejected)
-    return pd.concat(frames, ignore_index=True), rejected
-
-
 __all__ = [
     "SUPPORTED",
     "Chunk",
@@ -541,11 +547,10 @@ __all__ = [
     "InputError",
     "detect_encoding",
     "expand_inputs",
+    "file_digest",
     "find_columns",
     "iter_chunks",
-    "read_all",
 ]
-
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:

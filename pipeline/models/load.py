@@ -1,45 +1,21 @@
-"""Model-agnostic classification: load a classifier by name or folder, turn probabilities into
-the output columns of ``reviews.parquet``."""
+"""One entry point that loads any model: :func:`load` takes a name (``default``, ``accurate``,
+``baseline``, ``transformer``) or a folder and returns a :class:`~pipeline.models.heads.Classifier`.
+
+A folder holds either the TF-IDF baseline (``model.json`` + ``weights.npz``) or the transformer
+(``config.json`` + ``model.safetensors`` + ``revsat_model.json``, optionally naming a baseline to
+average with: :class:`~pipeline.models.ensemble.EnsembleClassifier`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-import pandas as pd
-
-from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.config import Settings, models_dir
 from pipeline.errors import ModelNotFound
+from pipeline.models.heads import Classifier
 
 
-class Classifier(Protocol):
-    """What the scoring flow needs from a model."""
-
-    version: str
-
-    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Probabilities for ``reviews`` (columns ``text_norm``, ``tokens``, ``lang``):
-        ``sentiment`` (n, 3) in SENTIMENTS order and each dimension (n, 4) in DIM_LABELS order.
-        """
-        ...
-
-
-class BaselineClassifier:
-    """Adapter: the TF-IDF baseline reads tokens."""
-
-    def __init__(self, directory: Path) -> None:
-        from pipeline.models.baseline import BaselineModel
-
-        self.model = BaselineModel.load(directory)
-        self.version = self.model.version
-
-    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        return self.model.predict_proba(list(reviews["tokens"]))
-
-
-def resolve_model(spec: str) -> Path:
+def resolve(spec: str | Path) -> Path:
     """Map a model name (``default``, ``accurate``, ``baseline``, ``transformer``) or folder
     to a folder.
 
@@ -48,9 +24,10 @@ def resolve_model(spec: str) -> Path:
     better dimension detection); ``transformer`` is another name for ``default``.
     """
     root = models_dir()
+    spec = str(spec)
     if spec == "default":
         for name in ("default", "baseline"):
-            if _model_kind(root / name):
+            if kind(root / name):
                 return root / name
         raise ModelNotFound(
             f"no model in {root}: train one with `revsat train-baseline` or pass --model PATH"
@@ -58,7 +35,7 @@ def resolve_model(spec: str) -> Path:
     named = {"baseline": root / "baseline", "transformer": root / "default",
              "accurate": root / "accurate"}
     path = named.get(spec, Path(spec)).expanduser().resolve()
-    if not _model_kind(path):
+    if not kind(path):
         raise ModelNotFound(
             f"model {spec!r}: {path} holds no model (expected model.json for a baseline or "
             "config.json + model.safetensors for a transformer)"
@@ -66,7 +43,8 @@ def resolve_model(spec: str) -> Path:
     return path
 
 
-def _model_kind(path: Path) -> str | None:
+def kind(path: Path) -> str | None:
+    """``baseline``, ``transformer`` or None: what the folder ``path`` holds."""
     if (path / "model.json").is_file() and (path / "weights.npz").is_file():
         return "baseline"
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
@@ -74,29 +52,46 @@ def _model_kind(path: Path) -> str | None:
     return None
 
 
-def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
-    """Load the classifier named by ``spec`` (see :func:`resolve_model`)."""
+def load(spec: str | Path, settings: Settings | None = None, *,
+         ensemble: bool = True) -> Classifier:
+    """Load the model named by ``spec`` (see :func:`resolve`) with ``settings``' device, batch
+    size, backend, quantisation, threads and windows.
+
+    ``ensemble=False`` returns a transformer alone even where its folder names a baseline to
+    average with (a teacher's raw logits, the naive benchmark).
+    """
     settings = settings or Settings()
-    path = resolve_model(spec)
-    if _model_kind(path) == "baseline":
-        return BaselineClassifier(path)
-    from pipeline.models.transformer.inference import load_any
+    path = resolve(spec)
+    if kind(path) == "baseline":
+        from pipeline.models.baseline import BaselineModel
 
-    return load_any(
-        path, device=settings.device, batch_size=settings.batch_size,
-        max_chars=settings.max_chars, quantize=settings.quantize, backend=settings.backend,
-        threads=settings.torch_threads, max_windows=settings.max_windows,
+        return BaselineModel.load(path)
+    classifier = _transformer(path, settings)
+    extra = classifier.meta.get("ensemble")
+    if not (ensemble and extra):
+        return classifier
+    from pipeline.models.baseline import BaselineModel
+    from pipeline.models.ensemble import EnsembleClassifier
+
+    baseline = BaselineModel.load((path / extra["baseline"]).resolve())
+    return EnsembleClassifier(classifier, baseline, float(extra["weight"]))
+
+
+def _transformer(directory: Path, settings: Settings):
+    """A :class:`~pipeline.models.transformer.inference.TransformerClassifier` for a folder;
+    int8 as the settings say, else as the folder's metadata says (CPU only)."""
+    from pipeline.models.transformer import persistence
+    from pipeline.models.transformer.backends import resolve_backend, torch_int8
+    from pipeline.models.transformer.inference import TransformerClassifier
+
+    model, tokenizer, meta = persistence.load(directory)
+    device, backend, quantize = settings.device, settings.backend, settings.quantize
+    if quantize is None:
+        quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
+    onnx_int8 = bool(quantize) and resolve_backend(backend, device) == "onnx"
+    if quantize and not onnx_int8:
+        model = torch_int8(model)
+    return TransformerClassifier(
+        model, tokenizer, meta, device, settings.batch_size, settings.max_chars, backend,
+        settings.torch_threads, settings.max_windows, int8=onnx_int8,
     )
-
-
-def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Probabilities -> ``sentiment``, ``p_*``, and per dimension the label + confidence."""
-    sent = probs["sentiment"]
-    out = {"sentiment": np.asarray(SENTIMENTS, dtype=object)[sent.argmax(axis=1)]}
-    for i, name in enumerate(SENTIMENTS):
-        out[f"p_{name}"] = sent[:, i].astype(np.float64)
-    for dim in DIMENSIONS:
-        p = probs[dim]
-        out[dim] = np.asarray(DIM_LABELS, dtype=object)[p.argmax(axis=1)]
-        out[f"{dim}_confidence"] = p.max(axis=1).astype(np.float64)
-    return pd.DataFrame(out)

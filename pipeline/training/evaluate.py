@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.models.load import Classifier, load_classifier
+from pipeline.models.heads import Classifier
+from pipeline.models.load import load
 from pipeline.text.preprocess import preprocess
 from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
 from pipeline.training.metrics import (
@@ -92,7 +93,7 @@ def evaluate_models(specs: list[str], shared: Path | None,
     sent = sent.assign(lang_gold=sent["lang"])
     results, rows = {}, {}
     for spec in specs:
-        clf = load_classifier(spec, Settings(quantize=quantize))
+        clf = load(spec, Settings(quantize=quantize))
         rows[spec] = {}
         results[spec] = {"version": clf.version,
                          **evaluate_classifier(clf, sent, dims, rows[spec])}

@@ -1,0 +1,55 @@
+"""A transformer model folder on disk: ``config.json`` (the encoder's), ``model.safetensors``
+(encoder and heads), the tokenizer files and ``revsat_model.json`` (heads, input prefix,
+calibration temperatures, version, optional ensemble). Nothing is unpickled when loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.models.heads import HEADS
+from pipeline.models.transformer.module import MultiTaskModel
+
+META_FILE = "revsat_model.json"
+
+
+def save(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
+         dtype: torch.dtype = torch.float16) -> Path:
+    """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
+
+    Weights are stored as ``dtype`` (fp16 by default: half the size, and loading casts back
+    to fp32, so CPU inference is unchanged apart from rounding).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.config.save_pretrained(directory)
+    state = {
+        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, str(directory / "model.safetensors"))
+    tokenizer.save_pretrained(directory)
+    (directory / META_FILE).write_text(
+        json.dumps({"heads": HEADS, **meta}, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return directory
+
+
+def load(directory: Path) -> tuple[MultiTaskModel, object, dict]:
+    """The module (eval mode), tokenizer and metadata of a folder written by :func:`save`
+    (no network, no pickle)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    config = AutoConfig.from_pretrained(str(directory))
+    encoder = AutoModel.from_config(config, add_pooling_layer=False)
+    model = MultiTaskModel(encoder, config.hidden_size)
+    state = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return model, tokenizer, meta
