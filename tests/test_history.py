@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SAMPLE
+from conftest import FIXTURE_ALERT_ALPHA, SAMPLE
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -241,10 +241,11 @@ def test_rerun_same_date_and_fail_on_alerts_exit_code(two_day_runs, tmp_path, ti
     out = tmp_path / "copy"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns(".revsat"))
     before = _history_counts(out / "revsat.duckdb")
+    env = {"REVSAT_ALERT_ALPHA": str(FIXTURE_ALERT_ALPHA)}
     result = CliRunner().invoke(app, [
         "score", str(day2), "--out", str(out), "--model", str(tiny_baseline_dir),
         "--run-date", "2026-11-15", "--no-progress", "--fail-on-alerts",
-    ])
+    ], env=env)
     assert result.exit_code == 3, result.output
     assert "alert" in result.output
     after = _history_counts(out / "revsat.duckdb")
@@ -254,7 +255,7 @@ def test_rerun_same_date_and_fail_on_alerts_exit_code(two_day_runs, tmp_path, ti
     result = CliRunner().invoke(app, [
         "score", str(SAMPLE), "--out", str(out), "--model", str(tiny_baseline_dir),
         "--run-date", "2026-11-14", "--no-progress", "--fail-on-alerts",
-    ])
+    ], env=env)
     assert result.exit_code == 0, result.output
     assert _history_counts(out / "revsat.duckdb") == before
 
