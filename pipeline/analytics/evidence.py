@@ -91,8 +91,7 @@ def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
     Returns the term table, the number of negative reviews per dimension and the review count.
     """
     neg = ", ".join(f"count(*) FILTER (WHERE {d} = 'negative') AS {d}" for d in DIMENSIONS)
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         duck.register_parquet(con, "reviews", reviews_parquet)
         terms = con.execute(
             f"""WITH t AS (SELECT unnest(list_distinct(tokens)) AS term, {", ".join(DIMENSIONS)}
@@ -101,10 +100,9 @@ def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
                 WHERE term IS NOT NULL AND length(term) > 0 GROUP BY term"""
         ).df()
         row = con.execute(f"SELECT count(*), {neg} FROM reviews").fetchone()
-    finally:
-        con.close()
     assert row is not None
-    terms = terms[terms["term"].map(_keep)].reset_index(drop=True)
+    # .loc with a bool mask: an empty object mask would select columns instead of rows
+    terms = terms.loc[terms["term"].map(_keep).astype(bool)].reset_index(drop=True)
     return terms, dict(zip(DIMENSIONS, map(int, row[1:]), strict=True)), int(row[0])
 
 
@@ -170,8 +168,7 @@ def add_examples(
         f"WHEN '{d}' THEN r.{d}" for d in DIMENSIONS) + " END"
     conf = "CASE k.dimension " + " ".join(
         f"WHEN '{d}' THEN r.{d}_confidence" for d in DIMENSIONS) + " END"
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         con.register("k", top[["dimension", "term"]])
         duck.register_parquet(con, "reviews", reviews_parquet)
         # Distinct texts only: exports often repeat a review under several ids.
@@ -192,8 +189,6 @@ def add_examples(
                 SELECT dimension, term, review_id, text FROM ranked
                 WHERE rn <= {int(per_term)} ORDER BY dimension, term, rn"""
         ).df()
-    finally:
-        con.close()
     hits["text"] = [snippet(t, term, max_chars) for t, term in zip(hits["text"], hits["term"],
                                                                    strict=True)]
     grouped = hits.groupby(["dimension", "term"], sort=False)
@@ -231,8 +226,7 @@ def incident_examples(alerts: pd.DataFrame, reviews_parquet: Path, per_incident:
     if alerts.empty:
         return alerts
     out = alerts.copy()
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         duck.register_parquet(con, "reviews", reviews_parquet)
         have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM reviews").fetchall()}
         ids, texts = [], []
@@ -252,7 +246,5 @@ def incident_examples(alerts: pd.DataFrame, reviews_parquet: Path, per_incident:
                     LIMIT {int(per_incident)}""", params).fetchall()
             ids.append([row[0] for row in rows])
             texts.append([row[1] for row in rows])
-    finally:
-        con.close()
     out["example_ids"], out["example_texts"] = ids, texts
     return out

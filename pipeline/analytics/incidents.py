@@ -34,7 +34,7 @@ Method (README "Alerting")
     null (nothing changed anywhere) BH with valid p-values rejects nothing with probability
     at least ``1 - alpha``, so **a stable night raises an incident with probability at most
     ``alert_alpha``** (the stated false-alarm rate). The data-chosen start makes the p-values
-    approximately valid only; ``tests/test_alerting.py`` measures the rate on simulated
+    approximately valid only; ``tests/analytics/test_alerting.py`` measures the rate on simulated
     stable nights (0.6 % at ``alpha`` = 1 %). A series is *in alarm* when
     ``q_value < alpha``, its group has at least ``min_mentions`` mentions tonight, and it is
     at least ``drop`` index points below its baseline tonight.
@@ -61,7 +61,7 @@ from scipy import stats
 
 #: CUSUM reference value, in standard deviations: a point starts (or extends) an excursion
 #: when it is more than K sd below the baseline. 2 keeps excursions of a stable series short
-#: (see tests/test_alerting.py: 1 gave 1.2 % false-alarm nights, over the stated 1 %).
+#: (see tests/analytics/test_alerting.py: 1 gave 1.2 % false-alarm nights, over the stated 1 %).
 K = 2.0
 
 #: Groupings in order of specificity (drivers are listed most specific first).

@@ -8,12 +8,13 @@ sentiment in :data:`~pipeline.catalog.SENTIMENTS` order and for each dimension i
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, PREDICTION_COLUMNS, SENTIMENTS
 
 #: Output heads and their number of classes, in the order of the model's logits.
 HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
@@ -38,7 +39,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_heads(logits):
+def split_heads(logits: Any) -> dict[str, Any]:
     """``(batch, sum(HEADS))`` logits (tensor or array) -> one block per head."""
     out, start = {}, 0
     for name, size in HEADS.items():
@@ -58,10 +59,10 @@ def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:
         p = probs[dim]
         out[dim] = np.asarray(DIM_LABELS, dtype=object)[p.argmax(axis=1)]
         out[f"{dim}_confidence"] = p.max(axis=1).astype(np.float64)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out)[list(PREDICTION_COLUMNS)]  # the catalog's columns, in its order
 
 
-def length_batches(lengths, batch_size: int) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Indices of ``lengths`` in batches of at most ``batch_size``, shortest first (a stable
     sort, so equal lengths keep their order): each batch pads to little more than its own
     length, as sentence-transformers' ``encode`` does. Callers restore the input order."""

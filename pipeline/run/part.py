@@ -25,13 +25,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from pipeline.catalog import PART_REVIEWS_SCHEMA, PREDICTION_COLUMNS, TABLES
+from pipeline.catalog import PART_REVIEWS_SCHEMA, PREDICTION_COLUMNS, PREDICTION_FIELDS, TABLES
 from pipeline.config import DEFAULT_DUCKDB_MEMORY, Settings
 from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk
 from pipeline.ingest.validate import validate_chunk
-from pipeline.models.heads import label_columns
+from pipeline.models.heads import Classifier, label_columns
 from pipeline.models.load import load
 from pipeline.store.cache import read_cache
 from pipeline.store.parts import part_file
@@ -76,7 +77,7 @@ def part_name(file_order: int, chunk_index: int) -> str:
 
 
 @lru_cache(maxsize=2)
-def _classifier(model_path: str, settings_json: str):
+def _classifier(model_path: str, settings_json: str) -> Classifier:
     """One classifier per worker process and model (loading is the expensive part).
 
     ``torch_threads`` in the settings caps torch's CPU threads in this process (a Dask worker
@@ -89,7 +90,7 @@ def _classifier(model_path: str, settings_json: str):
     return classifier
 
 
-def classifier_for(spec: PartSpec):
+def classifier_for(spec: PartSpec) -> Classifier:
     """The (cached) classifier of a part spec."""
     return _classifier(spec.model_path, json.dumps(spec.settings, sort_keys=True))
 
@@ -170,9 +171,8 @@ def _classify(
         first = pd.Series(out.index[wanted], index=out.loc[wanted, "review_id"])
         repeat = out.index[~wanted]
         labels.loc[repeat] = labels.loc[first[out.loc[repeat, "review_id"]]].to_numpy()
-    for col in PREDICTION_COLUMNS:
-        labels[col] = labels[col].astype("float64" if col.startswith("p_") or
-                                         col.endswith("_confidence") else object)
+    for col, kind in PREDICTION_FIELDS:
+        labels[col] = labels[col].astype("float64" if pa.types.is_floating(kind) else object)
     scored = pd.concat([out, labels], axis=1)
     scored["model_version"] = classifier.version
     after = getattr(classifier, "seconds", {})
