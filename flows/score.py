@@ -151,13 +151,14 @@ def _artifacts(record: dict, sat: pd.DataFrame, alerts: pd.DataFrame, terms: pd.
         description=f"Satisfaction indices, run {record['run_id']} ({record['run_date']})",
     )
     if len(alerts):
-        cols = ["kind", "grouping", "group", "dimension", "previous", "current", "change",
-                "q_value", "message"]
+        cols = ["dimension", "status", "started", "grouping", "group", "baseline", "current",
+                "change", "q_value", "groups", "message"]
         create_table_artifact(
             key="alerts",
-            table=alerts[cols].head(200).round({"previous": 4, "current": 4, "change": 4})
+            table=alerts[cols].head(200).round({"baseline": 2, "current": 2, "change": 2})
             .to_dict("records"),
-            description=f"{len(alerts)} alert(s), run {record['run_id']} ({record['run_date']})",
+            description=f"{len(alerts)} incident(s), run {record['run_id']} "
+                        f"({record['run_date']})",
         )
     else:
         create_markdown_artifact(key="alerts", markdown=f"No alerts for {record['run_date']}.")

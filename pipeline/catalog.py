@@ -84,18 +84,46 @@ TRENDS_SCHEMA = pa.schema(
         ("window_runs", pa.int64()), ("window_index", pa.float64()),
         ("window_index_se", pa.float64()), ("delta_window", pa.float64()),
         ("p_window", pa.float64()),
+        # The drop detector (pipeline.analytics.incidents), per series.
+        ("source", pa.string()), ("baseline_index", pa.float64()),
+        ("baseline_index_se", pa.float64()), ("baseline_points", pa.int64()),
+        ("baseline_mentions", pa.int64()), ("cusum", pa.float64()),
+        ("excursion_started", pa.string()), ("p_drop", pa.float64()), ("q_drop", pa.float64()),
+        ("in_alarm", pa.bool_()),
         ("run_date", pa.date32()), ("run_id", pa.string()),
     ]
 )
 
+#: ``alerts``: one row per incident (figures of its lead group; see incidents.assemble).
 ALERTS_SCHEMA = pa.schema(
     [
-        ("run_date", pa.date32()), ("run_id", pa.string()),
-        ("grouping", pa.string()), ("group", pa.string()), ("dimension", pa.string()),
-        ("kind", pa.string()), ("prev_run_date", pa.date32()),
-        ("previous", pa.float64()), ("current", pa.float64()), ("change", pa.float64()),
+        ("run_date", pa.date32()), ("run_id", pa.string()), ("incident_id", pa.string()),
+        ("dimension", pa.string()), ("status", pa.string()), ("pattern", pa.string()),
+        ("started", pa.string()), ("first_alerted", pa.date32()), ("source", pa.string()),
+        ("grouping", pa.string()), ("group", pa.string()), ("lead_dimension", pa.string()),
+        ("baseline", pa.float64()), ("current", pa.float64()), ("change", pa.float64()),
         ("p_value", pa.float64()), ("q_value", pa.float64()),
-        ("reviews", pa.int64()), ("mentions", pa.int64()), ("message", pa.string()),
+        ("reviews", pa.int64()), ("mentions", pa.int64()), ("baseline_mentions", pa.int64()),
+        ("baseline_points", pa.int64()), ("complaint_rate", pa.float64()),
+        ("groups", pa.int64()), ("group_list", pa.list_(pa.string())),
+        ("message", pa.string()),
+        ("example_ids", pa.list_(pa.string())), ("example_texts", pa.list_(pa.string())),
+    ]
+)
+
+#: ``alert_groups``: every group of every incident, lead first (``rank`` 1).
+ALERT_GROUPS_SCHEMA = pa.schema(
+    [
+        ("run_date", pa.date32()), ("run_id", pa.string()), ("incident_id", pa.string()),
+        ("rank", pa.int64()), ("dimension", pa.string()), ("source", pa.string()),
+        ("grouping", pa.string()), ("group", pa.string()), ("driver", pa.bool_()),
+        ("share", pa.float64()), ("started", pa.string()),
+        ("baseline", pa.float64()), ("baseline_se", pa.float64()),
+        ("baseline_points", pa.int64()), ("baseline_mentions", pa.int64()),
+        ("current", pa.float64()), ("index_se", pa.float64()), ("change", pa.float64()),
+        ("loss", pa.float64()), ("cusum", pa.float64()),
+        ("p_value", pa.float64()), ("q_value", pa.float64()),
+        ("reviews", pa.int64()), ("mentions", pa.int64()), ("complaint_rate", pa.float64()),
     ]
 )
 
@@ -136,6 +164,7 @@ class Table:
 
 
 _GROUP_KEY = ("run_date", "grouping", "group", "dimension")
+_INCIDENT_KEY = ("run_date", "incident_id")
 
 #: Every table, outputs first in the order they are published.
 TABLES: dict[str, Table] = {t.name: t for t in (
@@ -145,13 +174,16 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("satisfaction", _GROUP_KEY, history="history_satisfaction"),
     Table("drivers", ("run_date", "dimension"), history="history_drivers"),
     Table("trends", _GROUP_KEY, schema=TRENDS_SCHEMA),
-    Table("alerts", (*_GROUP_KEY, "kind"), history="history_alerts", schema=ALERTS_SCHEMA),
+    Table("alerts", _INCIDENT_KEY, history="history_alerts", schema=ALERTS_SCHEMA),
+    Table("alert_groups", (*_INCIDENT_KEY, "rank"), history="history_alert_groups",
+          schema=ALERT_GROUPS_SCHEMA),
     Table("complaint_terms", ("run_date", "dimension", "term"),
           history="history_complaint_terms", schema=COMPLAINT_TERMS_SCHEMA),
     Table("runs", ("run_id",), output=False, history="history_runs"),
     Table("history_satisfaction", _GROUP_KEY, output=False),
     Table("history_drivers", ("run_date", "dimension"), output=False),
-    Table("history_alerts", (*_GROUP_KEY, "kind"), output=False),
+    Table("history_alerts", _INCIDENT_KEY, output=False),
+    Table("history_alert_groups", (*_INCIDENT_KEY, "rank"), output=False),
     Table("history_complaint_terms", ("run_date", "dimension", "term"), output=False),
     Table("history_runs", ("run_date",), output=False),
     # review ids each run date counted (a cumulative re-export is not counted twice); no key:

@@ -51,7 +51,8 @@ class TermSettings(BaseModel):
     min_count: int = Field(3, gt=0, description="negative reviews of its dimension a term needs")
     prior_size: float = Field(1000.0, gt=0, description="pseudo-counts of the log-odds prior")
     examples: int = Field(3, ge=0, description="example reviews kept per term")
-    example_chars: int = Field(300, gt=0, description="characters kept of an example review")
+    example_chars: int = Field(
+        160, gt=0, description="characters kept of an example review: a window around the term")
 
 
 class ReportSettings(BaseModel):
@@ -121,15 +122,23 @@ class Settings(BaseSettings):
     driver_min_reviews: int = Field(
         200, ge=0, description="the driver regression needs this many reviews, else equal weights"
     )
-    trend_window: int = Field(7, gt=0, description="previous run dates in the trailing window")
-    alert_drop: float = Field(
-        5.0, ge=0, description="index points a group's index must fall by to raise an alert"
+    trend_window: int = Field(
+        7, gt=0, description="earlier run dates (or review days/weeks inside a run) in the "
+        "trailing baseline of the drop detector and the trend columns",
     )
-    alert_complaint_rise: float = Field(
-        0.03, ge=0, description="absolute rise in complaint rate (0.03 = 3 points) that alerts"
+    alert_drop: float = Field(
+        5.0, ge=0, description="index points a group must be below its baseline to alert"
     )
     alert_alpha: float = Field(
-        0.01, gt=0, lt=1, description="false-discovery rate (Benjamini-Hochberg) of alert tests"
+        0.01, gt=0, lt=1,
+        description="false-discovery rate (Benjamini-Hochberg) of one night's drop tests; also "
+        "the bound on the share of stable nights that raise an incident",
+    )
+    alert_min_mentions: int = Field(
+        50, ge=1,
+        description="a group needs this many mentions tonight to alert (and a night this many "
+        "to count in a baseline): at 50 the prior is at most 1/6 of the index and a 5-point "
+        "drop is about one posterior sd",
     )
     alert_groupings: list[str] = Field(
         ["all", "category", "product_id", "lang"],

@@ -16,7 +16,9 @@ and ``a0`` the prior size (``prior_size``, default 1000 pseudo-counts), ``a = a0
     z     = delta / sqrt(var)
 
 The top ``top_n`` terms by ``z`` with at least ``min_count`` target reviews are kept; each gets up
-to three example reviews: target reviews containing the term, most confident label first.
+to three example reviews: target reviews containing the term, most confident label first,
+each shown as a window of up to ``max_chars`` characters around the term's first occurrence
+(``…`` where the text is cut).
 Unlike raw counts this ignores words that are merely frequent everywhere, and unlike a plain
 ratio it does not crown words seen twice.
 """
@@ -47,7 +49,33 @@ STOP_WORDS = frozenset(
     will just than then there here have has had do does did am if when what which who how all
     any some also only again after before about into out up down over more most one get got
     really even still much would've i'm i've it'll they're""".split()
+) | frozenset(
+    # Generic sentiment and filler: they mark that a review complains, not what went wrong.
+    """一直 差 差评 好评 中评 很差 太差 真差 最差 超差 垃圾 失望 糟糕 后悔 无语 生气 坑 一般 好 不好
+    不错 满意 不满意 问题 商品 产品 宝贝 购买 收到 一次 第一次 时候 现在 以后 之前 结果 居然 竟然
+    简直 完全 根本 直接 其实 总是 每次 千万 大家 客户 亲 哈哈
+    get gets getting got right start started starting first time times use used using bad
+    terrible awful worst poor horrible disappointed disappointing disappointment waste good great
+    nice love like ok okay never ever again star stars review product products item items thing
+    things buy bought purchase purchased order ordered really totally completely""".split()
 )
+
+
+def snippet(text: str, term: str, width: int = 160) -> str:
+    """A window of ``text`` of at most ``width`` characters centred on the first occurrence of
+    ``term`` (case-insensitive), with ``…`` where it is cut; the text's start when absent."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    at = text.lower().find(str(term).lower())
+    if at < 0:
+        return text[: width - 1] + "…"
+    start = max(0, at - (width - len(term)) // 2)
+    end = min(len(text), start + width)
+    start = max(0, end - width)
+    head = "…" if start > 0 else ""
+    tail = "…" if end < len(text) else ""
+    return head + text[start + len(head):end - len(tail)] + tail
 
 
 def _keep(term: str) -> bool:
@@ -126,11 +154,11 @@ def top_terms(
 
 
 def add_examples(
-    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 300,
+    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 160,
     memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
     """Attach ``example_ids``/``example_texts``: the term's most confidently labelled target
-    reviews with distinct texts (cut to ``max_chars``)."""
+    reviews with distinct texts, each a window of ``max_chars`` around the term."""
     out = top.copy()
     if top.empty:
         out["example_ids"] = pd.Series(dtype=object)
@@ -146,7 +174,7 @@ def add_examples(
         # Distinct texts only: exports often repeat a review under several ids.
         hits = con.execute(
             f"""WITH hits AS (
-                  SELECT k.dimension, k.term, r.review_id, left(r.text, {int(max_chars)}) AS text,
+                  SELECT k.dimension, k.term, r.review_id, r.text AS text,
                          {conf} AS conf
                   FROM reviews r JOIN k
                     ON {label} = 'negative' AND list_contains(r.tokens, k.term)),
@@ -161,6 +189,8 @@ def add_examples(
                 SELECT dimension, term, review_id, text FROM ranked
                 WHERE rn <= {int(per_term)} ORDER BY dimension, term, rn"""
         ).df()
+    hits["text"] = [snippet(t, term, max_chars) for t, term in zip(hits["text"], hits["term"],
+                                                                   strict=True)]
     grouped = hits.groupby(["dimension", "term"], sort=False)
     ids = grouped["review_id"].agg(list)
     texts = grouped["text"].agg(list)
@@ -172,11 +202,11 @@ def add_examples(
 
 def complaint_terms(
     reviews_parquet: Path, run_id: str, run_date: date, top_n: int = 10,
-    min_count: int = 3, prior_size: float = 1000.0, per_term: int = 3, max_chars: int = 300,
+    min_count: int = 3, prior_size: float = 1000.0, per_term: int = 3, max_chars: int = 160,
     memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
     """The ``complaint_terms`` table of a run: top terms per dimension with up to
-    ``per_term`` examples each (cut to ``max_chars``)."""
+    ``per_term`` examples each (a window of ``max_chars`` around the term)."""
     terms, negatives, reviews = term_counts(reviews_parquet, memory_limit)
     top = add_examples(top_terms(terms, negatives, reviews, top_n, min_count, prior_size),
                        reviews_parquet, per_term, max_chars, memory_limit)
@@ -184,3 +214,37 @@ def complaint_terms(
     top["run_date"] = run_date
     names = COMPLAINT_TERMS_SCHEMA.names
     return top[names] if not top.empty else pd.DataFrame(columns=names)
+
+
+def incident_examples(alerts: pd.DataFrame, reviews_parquet: Path, per_incident: int = 3,
+                      max_chars: int = 300, memory_limit: str = DEFAULT_DUCKDB_MEMORY
+                      ) -> pd.DataFrame:
+    """``alerts`` with ``example_ids``/``example_texts``: up to ``per_incident`` distinct
+    reviews of the run that are negative on the incident's lead dimension (negative overall
+    for ``composite``/``overall``), in its lead group when that is a product, category or
+    language, the most confidently labelled first (cut to ``max_chars``)."""
+    if alerts.empty:
+        return alerts
+    out = alerts.copy()
+    with duck.connect(memory_limit) as con:
+        duck.register_parquet(con, "reviews", reviews_parquet)
+        have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM reviews").fetchall()}
+        ids, texts = [], []
+        for r in out.itertuples(index=False):
+            dim = r.lead_dimension
+            label, conf = ((dim, f"{dim}_confidence") if dim in DIMENSIONS
+                           else ("sentiment", "p_negative"))
+            where, params = [f"{label} = 'negative'"], []
+            if r.grouping in ("product_id", "category", "lang") and r.grouping in have:
+                where.append(f"CAST({r.grouping} AS VARCHAR) = ?")
+                params.append(r.group)
+            rows = con.execute(
+                f"""SELECT review_id, left(text, {int(max_chars)}) FROM (
+                      SELECT *, row_number() OVER (PARTITION BY text ORDER BY review_id) AS dup
+                      FROM reviews WHERE {' AND '.join(where)})
+                    WHERE dup = 1 ORDER BY {conf} DESC NULLS LAST, review_id
+                    LIMIT {int(per_incident)}""", params).fetchall()
+            ids.append([row[0] for row in rows])
+            texts.append([row[1] for row in rows])
+    out["example_ids"], out["example_texts"] = ids, texts
+    return out

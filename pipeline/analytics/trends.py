@@ -17,18 +17,12 @@ Trends (``trends.parquet``)
 
     Runs are treated as independent samples; overlapping exports make the tests optimistic.
 
-Alerts (``alerts.parquet``)
-    A trend row raises an alert of kind
-
-    - ``index_drop`` when ``delta_prev <= -alert_drop`` (index points) and
-    - ``complaint_spike`` when the complaint rate rose by at least ``alert_complaint_rise``
-      (absolute, 0.03 = 3 points),
-
-    in each case only when the test is significant: its Benjamini-Hochberg adjusted p-value
-    (``q_value``) is below ``alert_alpha``. The adjustment runs over all tests of one grouping
-    (both kinds, every group and dimension), so the expected share of false alerts among a
-    grouping's alerts stays at ``alert_alpha`` however many products are tracked, while a
-    change over all reviews is not drowned by hundreds of product tests.
+Drop detection, incidents and alerts
+    See :mod:`pipeline.analytics.incidents` (the method) and :func:`detect` (how a run uses it):
+    every (grouping, group, dimension) of ``alert_groupings`` is followed across run dates, and
+    a dimension's ``day`` and ``week`` groups are followed inside the run; the night's tests
+    share one Benjamini-Hochberg adjustment; the series in alarm become one incident per
+    dimension (``alerts``, one row each) with its groups in ``alert_groups``.
 """
 
 from __future__ import annotations
@@ -40,7 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline.catalog import ALERTS_SCHEMA, TRENDS_SCHEMA
+from pipeline.analytics import incidents as inc
+from pipeline.catalog import ALERT_GROUPS_SCHEMA, ALERTS_SCHEMA, TRENDS_SCHEMA
 
 #: Keys of a trend row / an alert.
 KEYS = ["grouping", "group", "dimension"]
@@ -121,58 +116,129 @@ def trends(
     out["window_runs"] = out["window_runs"].fillna(0)
     out["run_date"] = run_date
     out["run_id"] = run_id
-    return out.sort_values(KEYS).reset_index(drop=True)[TRENDS_SCHEMA.names]
+    # The detector's columns are added by with_detection.
+    return out.sort_values(KEYS).reset_index(drop=True)[
+        [c for c in TRENDS_SCHEMA.names if c in out]]
 
 
-def alerts(
-    trend: pd.DataFrame,
+#: Run dates of history the drop detector reads (an incident longer than this, less the
+#: window, loses its pre-incident baseline).
+LOOKBACK_RUNS = 90
+
+
+#: Columns of the satisfaction rows the drop detector reads.
+DETECT_COLUMNS = ["run_date", *KEYS, "reviews", "mentions", "index", "index_se",
+                  "complaint_rate", "low_confidence"]
+
+
+def _tests(sat: pd.DataFrame, history: pd.DataFrame, run_date: date, window: int,
+           min_mentions: int, groupings: Sequence[str]) -> pd.DataFrame:
+    """The drop detector's chart of every series tonight: across runs, and inside the run."""
+    cols = [c for c in DETECT_COLUMNS if c != "run_date"]
+    cur = sat[sat["grouping"].isin(list(groupings))][cols].assign(run_date=run_date)
+    past = pd.DataFrame(columns=cur.columns)
+    if not history.empty:
+        past = history[history["grouping"].isin(list(groupings))][cur.columns.tolist()].copy()
+        past["run_date"] = pd.to_datetime(past["run_date"]).dt.date
+    frame = pd.concat([past, cur], ignore_index=True) if len(past) else cur
+    across = inc.cusum(frame, KEYS, "run_date", window=window, min_mentions=min_mentions)
+    across = across[across["run_date"] == run_date].assign(source="runs")
+    inside = []
+    for grouping, source in (("day", "days"), ("week", "weeks")):
+        rows = sat[sat["grouping"] == grouping][cols]
+        if rows["group"].nunique() > 1:
+            chart = inc.cusum(rows.assign(point=rows["group"]), ["grouping", "dimension"],
+                              "point", window=window, min_mentions=min_mentions)
+            inside.append(chart.drop(columns="point").assign(source=source))
+    tests = pd.concat([across, *inside], ignore_index=True)
+    tests["started"] = tests["started"].map(lambda v: None if v is None else str(v))
+    tests["q_value"] = inc.adjust(tests["p_value"].to_numpy())
+    return tests
+
+
+def _message(r: pd.Series) -> str:
+    where = inc._where(r["grouping"], r["group"])
+    more = f" and {r['groups'] - 1} more group{'s' if r['groups'] != 2 else ''}" if (
+        r["groups"] > 1) else ""
+    scope = {"runs": "run dates", "days": "review days of this run",
+             "weeks": "review weeks of this run"}[r["source"]]
+    state = (f"ongoing, first alerted {r['first_alerted']}" if r["status"] == "ongoing"
+             else "new")
+    return (f"{r['lead_dimension']} index of {where}{more} fell {-r['change']:.1f} points "
+            f"({r['baseline']:.1f} → {r['current']:.1f}, {r['pattern']}) since {r['started']} "
+            f"({scope}; {state}); q = {r['q_value']:.2g}; {r['reviews']:,} reviews, "
+            f"{r['mentions']:,} mentions (baseline {r['baseline_mentions']:,})")
+
+
+def detect(
+    sat: pd.DataFrame,
+    history: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    run_date: date,
+    run_id: str,
+    *,
+    window: int = 7,
     drop: float = 5.0,
-    complaint_rise: float = 0.03,
     alpha: float = 0.01,
-) -> pd.DataFrame:
-    """Alert rows from :func:`trends` output; see the module docstring for the rules."""
-    # One family of tests per grouping: a dashboard reads the all-reviews figures, categories
-    # and products separately, and pooling them would let hundreds of product tests drown a
-    # real change over all reviews.
-    trend = trend.reset_index(drop=True)
-    q_index = np.full(len(trend), np.nan)
-    q_complaint = np.full(len(trend), np.nan)
-    for _, rows in trend.groupby("grouping", sort=False):
-        pos = trend.index.get_indexer(rows.index)
-        q = benjamini_hochberg(np.concatenate([rows["p_prev"].to_numpy(dtype=float),
-                                               rows["p_complaint_prev"].to_numpy(dtype=float)]))
-        q_index[pos], q_complaint[pos] = q[: len(rows)], q[len(rows):]
-    rows = []
-    for i, r in enumerate(trend.itertuples(index=False)):
-        where = f"{r.grouping}={r.group}" if r.grouping != "all" else "all reviews"
-        if r.delta_prev <= -drop and q_index[i] < alpha:
-            rows.append({
-                "kind": "index_drop", "previous": r.prev_index, "current": r.index,
-                "change": r.delta_prev, "p_value": r.p_prev, "q_value": q_index[i],
-                "message": f"{r.dimension} index of {where} fell {-r.delta_prev:.1f} points "
-                           f"({r.prev_index:.1f} → {r.index:.1f}) since {r.prev_run_date}",
-                **_alert_keys(r),
-            })
-        if r.complaint_delta_prev >= complaint_rise and q_complaint[i] < alpha:
-            rows.append({
-                "kind": "complaint_spike", "previous": r.prev_complaint_rate,
-                "current": r.complaint_rate, "change": r.complaint_delta_prev,
-                "p_value": r.p_complaint_prev, "q_value": q_complaint[i],
-                "message": f"{r.dimension} complaint rate of {where} rose from "
-                           f"{100 * r.prev_complaint_rate:.1f} % to {100 * r.complaint_rate:.1f} %"
-                           f" since {r.prev_run_date}",
-                **_alert_keys(r),
-            })
-    frame = pd.DataFrame(rows, columns=ALERTS_SCHEMA.names)
-    # All reviews first, then the most significant: the report and the artifact show the top.
-    frame["_all"] = frame["grouping"] != "all"
-    return (frame.sort_values(["_all", "q_value", "grouping", "group"])
-            .drop(columns="_all").reset_index(drop=True))
+    min_mentions: int = 50,
+    groupings: Sequence[str] = ("all", "category", "product_id", "lang"),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tonight's drop tests, incidents and incident groups.
+
+    ``sat`` is this run's satisfaction table, ``history`` the ``history_satisfaction`` rows of
+    earlier run dates (:data:`DETECT_COLUMNS` suffice), ``previous`` the ``alerts`` rows of the
+    previous run date (or None). Returns ``(tests, alerts, alert_groups)``: one row per tested
+    series (the drill-down; merged into ``trends``), one per incident
+    (:data:`ALERTS_SCHEMA`, without examples) and one per group of an incident
+    (:data:`ALERT_GROUPS_SCHEMA`).
+    """
+    tests = _tests(sat, history, run_date, window, min_mentions, groupings)
+    tests["in_alarm"] = inc.in_alarm(tests, alpha=alpha, drop=drop, min_mentions=min_mentions)
+    if previous is not None and not previous.empty and "incident_id" in previous:
+        previous = previous.dropna(subset=["incident_id"])
+        previous = previous.assign(first_alerted=pd.to_datetime(
+            previous["first_alerted"]).dt.date)
+    else:
+        previous = None
+    incidents, groups = inc.assemble(tests[tests["in_alarm"]], previous)
+    if incidents.empty:
+        return (tests, pd.DataFrame(columns=ALERTS_SCHEMA.names),
+                pd.DataFrame(columns=ALERT_GROUPS_SCHEMA.names))
+    new = incidents["status"] == "new"
+    incidents.loc[new, "incident_id"] = incidents.loc[new, "dimension"] + "-" + str(run_date)
+    incidents.loc[new, "first_alerted"] = run_date
+    incidents["run_date"], incidents["run_id"] = run_date, run_id
+    incidents["message"] = incidents.apply(_message, axis=1)
+    incidents["example_ids"] = [[] for _ in range(len(incidents))]
+    incidents["example_texts"] = [[] for _ in range(len(incidents))]
+    # Largest first: by the lead's lost satisfied mentions.
+    incidents = incidents.assign(_loss=-incidents["change"] * incidents["mentions"]).sort_values(
+        ["_loss", "dimension"], ascending=[False, True]).drop(columns="_loss")
+    ids = dict(zip(incidents["dimension"], incidents["incident_id"], strict=True))
+    groups = groups.assign(
+        incident_id=groups["incident"].map(ids), run_date=run_date, run_id=run_id,
+        current=groups["index"])
+    return (tests, incidents.reset_index(drop=True)[ALERTS_SCHEMA.names],
+            groups.sort_values(["incident_id", "rank"])[ALERT_GROUPS_SCHEMA.names]
+            .reset_index(drop=True))
 
 
-def _alert_keys(r) -> dict:
-    return {"run_date": r.run_date, "run_id": r.run_id, "grouping": r.grouping,
-            "group": r.group, "dimension": r.dimension, "prev_run_date": r.prev_run_date,
-            "reviews": r.reviews, "mentions": r.mentions}
-
-
+def with_detection(trend: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """The ``trends`` rows with the detector's columns, plus the within-run (day/week) rows."""
+    det = tests.rename(columns={"baseline": "baseline_index", "baseline_se": "baseline_index_se",
+                                "started": "excursion_started", "p_value": "p_drop",
+                                "q_value": "q_drop"})
+    cols = ["source", "baseline_index", "baseline_index_se", "baseline_points",
+            "baseline_mentions", "cusum", "excursion_started", "p_drop", "q_drop", "in_alarm"]
+    across = det[det["source"] == "runs"][[*KEYS, *cols]]
+    out = trend.merge(across, on=KEYS, how="left")
+    out["source"] = "runs"
+    inside = det[det["source"] != "runs"]
+    if len(inside):
+        inside = inside.assign(run_date=trend["run_date"].iloc[0] if len(trend) else None,
+                               run_id=trend["run_id"].iloc[0] if len(trend) else None)
+        out = pd.concat([out, inside.reindex(columns=out.columns)], ignore_index=True)
+    out["in_alarm"] = out["in_alarm"].fillna(False).astype(bool)
+    for col in ("baseline_points", "baseline_mentions", "window_runs"):
+        out[col] = out[col].fillna(0).astype("int64")
+    return out[TRENDS_SCHEMA.names]

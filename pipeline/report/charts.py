@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+from datetime import date
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on batch machines
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib import font_manager
@@ -65,11 +67,11 @@ def index_chart(sat: pd.DataFrame) -> str:
     err = [rows["index"] - rows["index_low"], rows["index_high"] - rows["index"]]
     colours = ["#0d47a1" if d == "composite" else "#1565c0" for d in order]
     ax.barh(order, rows["index"], xerr=err, color=colours, capsize=4)
-    for y, (value, high, n) in enumerate(
-        zip(rows["index"], rows["index_high"], rows["mentions"], strict=True)
-    ):
-        # Right of the interval so the label never sits on the error bar.
-        ax.text(min(high + 2, 84), y, f"{value:.1f}  (n={n})", va="center", fontsize=9)
+    for y, (value, n) in enumerate(zip(rows["index"], rows["mentions"], strict=True)):
+        # In a column right of the plot: inside it a wide interval reaches any spot a label
+        # could take (a 60-review run has intervals 50 points wide).
+        ax.text(1.02, y, f"{value:.1f}  (n={n})", va="center", fontsize=9,
+                transform=ax.get_yaxis_transform())
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
     ax.set_xlabel("satisfaction index (0-100), 95 % interval")
@@ -87,7 +89,7 @@ def polarity_chart(sat: pd.DataFrame) -> str:
         left += rows[polarity]
     ax.invert_yaxis()
     ax.set_xlabel("reviews mentioning the dimension")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_above(ax, 3)
     return _png(fig)
 
 
@@ -104,22 +106,36 @@ def complaint_chart(sat: pd.DataFrame, grouping: str = "category") -> str | None
     ax.invert_yaxis()
     ax.set_xlabel("complaint rate (% of reviews with a negative mention)")
     ax.set_ylabel(grouping)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_above(ax, len(DIMENSIONS))
     return _png(fig)
 
 
+def _legend_above(ax, ncol: int) -> None:
+    """The legend above the plot, where it cannot cover bars or lines."""
+    ax.legend(fontsize=8, ncol=ncol, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+
+
 def _index_lines(pivot: pd.DataFrame, xlabel: str | None = None):
-    """Lines of index per dimension over ``pivot``'s index (composite drawn thickest)."""
+    """Lines of index per dimension over ``pivot``'s date index (composite drawn thickest).
+    ``pivot`` holds a row for every calendar step, NaN where there is no data, so a missing
+    night is a gap in the lines."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for dim in ORDER:
         if dim in pivot:
-            ax.plot(pivot.index, pivot[dim], marker="o", label=dim,
+            ax.plot(pivot.index, pivot[dim], marker="o", markersize=4, label=dim,
                     linewidth=2.6 if dim == "composite" else 1.2)
     ax.set_ylim(0, 100)
     ax.set_ylabel("index")
     if xlabel:
         ax.set_xlabel(xlabel)
-    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if len(pivot.index) == 1:
+        day = pivot.index[0]
+        ax.set_xlim(day - pd.Timedelta(days=1), day + pd.Timedelta(days=1))
+    ax.tick_params(axis="x", labelsize=8)
     # Above the plot: inside it the legend would hide the lines near the bottom.
     if ax.get_legend_handles_labels()[0]:  # a run without reviews has no lines
         ax.legend(fontsize=8, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0),
@@ -127,29 +143,59 @@ def _index_lines(pivot: pd.DataFrame, xlabel: str | None = None):
     return fig, ax
 
 
+def _calendar(pivot: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """``pivot`` (date index) with a row for every ``freq`` step between its first and last
+    date (NaN rows for the missing ones)."""
+    pivot = pivot.sort_index()
+    if len(pivot) < 2:
+        return pivot
+    full = pd.date_range(pivot.index.min(), pivot.index.max(), freq=freq)
+    if len(full) > 5000:  # an absurd span: plot the points as they are
+        return pivot
+    return pivot.reindex(pivot.index.union(full))
+
+
+def _week_start(week: str) -> pd.Timestamp:
+    """Monday of an ISO week such as ``2026-W46``."""
+    year, number = str(week).split("-W")
+    return pd.Timestamp(date.fromisocalendar(int(year), int(number), 1))
+
+
 def daily_chart(sat: pd.DataFrame, grouping: str = "day") -> str | None:
-    """Lines: index per dimension by review day (or ``week``); None with fewer than 2 groups."""
+    """Lines: index per dimension by review day (or ``week``) on a date axis, with gaps for
+    days (weeks) without reviews; None with fewer than 2 groups."""
     rows = sat[sat["grouping"] == grouping]
     if rows["group"].nunique() < 2:
         return None
-    pivot = rows.pivot(index="group", columns="dimension", values="index").sort_index()
-    fig, _ax = _index_lines(pivot, f"review {grouping}")
+    pivot = rows.pivot(index="group", columns="dimension", values="index")
+    if grouping == "week":
+        pivot.index = [_week_start(w) for w in pivot.index]
+        pivot = _calendar(pivot, "W-MON")
+    else:
+        pivot.index = pd.to_datetime(pivot.index)
+        pivot = _calendar(pivot, "D")
+    fig, _ax = _index_lines(pivot, f"review {grouping}" + (" (Monday)" if grouping == "week"
+                                                           else ""))
     return _png(fig)
 
 
 def trend_chart(runs: pd.DataFrame) -> str:
-    """Lines: index per dimension over all reviews, one point per run date.
+    """Lines: index per dimension over all reviews, one point per run date, on a date axis
+    (a night without a run is a gap).
 
     ``runs`` holds ``all``-group satisfaction rows of several runs (``run_date``, ``dimension``,
     ``index``, ``index_low``, ``index_high``); the composite's 95 % interval is shaded.
     """
-    rows = runs.assign(run_date=pd.to_datetime(runs["run_date"]).dt.strftime("%Y-%m-%d"))
-    pivot = rows.pivot_table(index="run_date", columns="dimension", values="index").sort_index()
+    rows = runs.assign(run_date=pd.to_datetime(runs["run_date"]).dt.normalize())
+    pivot = _calendar(rows.pivot_table(index="run_date", columns="dimension", values="index"),
+                      "D")
     fig, ax = _index_lines(pivot, "run date")
     comp = rows[rows["dimension"] == "composite"].set_index("run_date").sort_index()
     if not comp.empty:
-        ax.fill_between(comp.index, comp["index_low"], comp["index_high"], alpha=0.15,
-                        color="C0", label="_composite 95 %")
+        comp = _calendar(comp[["index_low", "index_high"]], "D")
+        ax.fill_between(comp.index, comp["index_low"].astype(float),
+                        comp["index_high"].astype(float), alpha=0.15, color="C0",
+                        label="_composite 95 %")
     return _png(fig)
 
 

@@ -6,16 +6,30 @@ from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from pipeline.catalog import DIMENSIONS, TABLES
 from pipeline.report import charts
 
 
+def highlight(text: str, term: str) -> Markup:
+    """``text`` escaped, with the first occurrence of ``term`` (case-insensitive) in
+    ``<mark>``."""
+    text, term = str(text), str(term)
+    at = text.lower().find(term.lower()) if term else -1
+    if at < 0:
+        return Markup(escape(text))
+    end = at + len(term)
+    return Markup(f"{escape(text[:at])}<mark>{escape(text[at:end])}</mark>{escape(text[end:])}")
+
+
 def _environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("pipeline.report", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
+    env.filters["highlight"] = highlight
+    return env
 
 
 def render_report(
@@ -30,6 +44,8 @@ def render_report(
     alerts: pd.DataFrame | None = None,
     terms: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
+    alert_groups: pd.DataFrame | None = None,
+    warnings: pd.DataFrame | None = None,
     max_products: int = 20,
     quotes: int = 3,
 ) -> Path:
@@ -40,7 +56,8 @@ def render_report(
     shown). The keyword tables are the run's ``drivers``, ``trends``, ``alerts`` and
     ``complaint_terms`` and the ``history_satisfaction`` rows of earlier runs; each section is
     shown with an explanatory note when its table is missing or empty. ``quotes`` negative
-    reviews are quoted per dimension that has no complaint terms.
+    reviews are quoted per dimension that has no complaint terms. ``alert_groups`` are the
+    incidents' groups, ``warnings`` the field warnings (counted by column and reason).
     """
     overview = satisfaction[satisfaction["grouping"] == "all"].set_index("dimension")
     overview = overview.reindex([d for d in charts.ORDER if d in overview.index])
@@ -82,7 +99,8 @@ def render_report(
         },
         drivers=drivers.to_dict("records") if drivers is not None else [],
         driver_info=drivers.iloc[0].to_dict() if drivers is not None and len(drivers) else None,
-        alerts=alerts.to_dict("records") if alerts is not None else [],
+        alerts=_incidents(alerts, alert_groups),
+        warning_rows=_warning_rows(warnings),
         trend_rows=trend_rows,
         run_dates=sorted(pd.to_datetime(runs["run_date"]).dt.strftime("%Y-%m-%d").unique()),
         terms=term_groups,
@@ -103,13 +121,15 @@ def render_run_report(path: Path, run: dict, satisfaction: pd.DataFrame, tables_
         return tables_dir / TABLES[name].file
 
     tables = {name: pd.read_parquet(staged(name))
-              for name in ("drivers", "trends", "alerts", "complaint_terms")
+              for name in ("drivers", "trends", "alerts", "alert_groups", "complaint_terms",
+                           "warnings")
               if staged(name).is_file()}
     return render_report(
         path, run, satisfaction, first_complaints(staged("reviews"), quotes),
         pd.read_parquet(staged("rejected"), columns=["reason"]),
         drivers=tables.get("drivers"), trends=tables.get("trends"),
         alerts=tables.get("alerts"), terms=tables.get("complaint_terms"), history=history,
+        alert_groups=tables.get("alert_groups"), warnings=tables.get("warnings"),
         quotes=quotes,
     )
 
@@ -136,6 +156,35 @@ def first_complaints(reviews: Path, per_dimension: int = 3) -> pd.DataFrame:
             break
     return (pd.concat(found, ignore_index=True) if found
             else pd.DataFrame(columns=["text", *DIMENSIONS]))
+
+
+def _incidents(alerts: pd.DataFrame | None, groups: pd.DataFrame | None,
+               per_incident: int = 8) -> list[dict]:
+    """The incidents with their first ``per_incident`` groups (``groups`` key) attached."""
+    if alerts is None or alerts.empty:
+        return []
+    rows = alerts.to_dict("records")
+    for r in rows:
+        mine = (groups[groups["incident_id"] == r["incident_id"]].sort_values("rank")
+                if groups is not None and not groups.empty else pd.DataFrame())
+        r["members"] = mine.head(per_incident).to_dict("records")
+        r["more_members"] = max(0, len(mine) - per_incident)
+        for key in ("example_texts", "group_list"):
+            value = r.get(key)
+            r[key] = list(value) if value is not None else []
+    return rows
+
+
+def _warning_rows(warnings: pd.DataFrame | None) -> list[dict]:
+    """Field warnings counted by column and reason (most frequent first), with an example."""
+    if warnings is None or warnings.empty:
+        return []
+    reason = warnings["reason"].astype(str).str.replace(r"'[^']*'", "…", regex=True)
+    frame = warnings.assign(reason=reason)
+    out = (frame.groupby(["column", "reason"], dropna=False)
+           .agg(rows=("reason", "size"), example=("value", "first")).reset_index()
+           .sort_values(["rows", "column"], ascending=[False, True]))
+    return out.to_dict("records")
 
 
 def _run_series(satisfaction: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:

@@ -35,7 +35,7 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.analytics import trends
 from pipeline.analytics.drivers import DriverWeights, driver_weights
-from pipeline.analytics.evidence import complaint_terms
+from pipeline.analytics.evidence import complaint_terms, incident_examples
 from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
 from pipeline.catalog import OUTPUTS, PUBLISHED_FILES, REPORT_FILE, RUN_FILE, TABLES
 from pipeline.config import Settings
@@ -410,16 +410,26 @@ def roll_up(plan: RunPlan, staging: Staging, stats: RunStats) -> RollUp:
 
 def compare_history(plan: RunPlan, staging: Staging, stats: RunStats,
                     sat: pd.DataFrame) -> pd.DataFrame:
-    """Stage ``trends`` and ``alerts`` against earlier runs in the DuckDB file; returns the
-    alerts."""
+    """Stage ``trends``, ``alerts`` (one row per incident, with example reviews) and
+    ``alert_groups`` against earlier runs in the DuckDB file and the run's own review days and
+    weeks; returns the alerts."""
     s = plan.settings
     with stats.timed("history"):
         past = history.load_history(plan.db_path, plan.run_date, groupings=s.alert_groupings,
-                                    last_runs=s.trend_window)
+                                    last_runs=trends.LOOKBACK_RUNS,
+                                    columns=trends.DETECT_COLUMNS)
         trend = trends.trends(sat, past, plan.run_date, plan.run_id, s.trend_window,
                               s.alert_groupings)
-        alerts = trends.alerts(trend, s.alert_drop, s.alert_complaint_rise, s.alert_alpha)
-        for name, frame in (("trends", trend), ("alerts", alerts)):
+        previous = history.load_history(plan.db_path, plan.run_date,
+                                        table=TABLES["alerts"].history, last_runs=1)
+        tests, alerts, groups = trends.detect(
+            sat, past, previous, plan.run_date, plan.run_id, window=s.trend_window,
+            drop=s.alert_drop, alpha=s.alert_alpha, min_mentions=s.alert_min_mentions,
+            groupings=s.alert_groupings)
+        alerts = incident_examples(alerts, staging.path(TABLES["reviews"].file),
+                                   memory_limit=s.duckdb_memory)
+        trend = trends.with_detection(trend, tests)
+        for name, frame in (("trends", trend), ("alerts", alerts), ("alert_groups", groups)):
             write_parquet(frame, staging.path(TABLES[name].file), TABLES[name].schema)
     return alerts
 
@@ -474,7 +484,7 @@ def run_record(plan: RunPlan, stats: RunStats, drivers: DriverWeights | None = N
         "driver_method": drivers.method if drivers else None,
         "alerts": 0 if alerts is None else len(alerts),
         "alert_drop": s.alert_drop,
-        "alert_complaint_rise": s.alert_complaint_rise,
+        "alert_min_mentions": s.alert_min_mentions,
         "alert_alpha": s.alert_alpha,
         "trend_window": s.trend_window,
     }

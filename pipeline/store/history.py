@@ -2,12 +2,12 @@
 
 Every run appends its tables to ``history_*`` tables of ``--out/revsat.duckdb``, keyed by
 ``run_date`` (``--run-date``): ``history_runs`` (one row per run date), ``history_satisfaction``,
-``history_drivers``, ``history_alerts`` and ``history_complaint_terms`` (the ``history`` of each
-table in :data:`pipeline.catalog.TABLES`), and ``history_reviews``: the review ids each date
-counted (a review id already there at another date is not counted again). Re-running a date
-first deletes that date's rows, in the same transaction as the insert, so a date is never
-duplicated and a failed write changes nothing. The ``runs`` table is a plain log: one row per
-run, appended.
+``history_drivers``, ``history_alerts``, ``history_alert_groups`` and
+``history_complaint_terms`` (the ``history`` of each table in :data:`pipeline.catalog.TABLES`),
+and ``history_reviews``: the review ids each date counted (a review id already there at another
+date is not counted again). Re-running a date first deletes that date's rows, in the same
+transaction as the insert, so a date is never duplicated and a failed write changes nothing.
+The ``runs`` table is a plain log: one row per run, appended.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def load_history(
     table: str = "history_satisfaction",
     groupings: Sequence[str] | None = None,
     last_runs: int | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Rows of a history table with ``run_date`` before ``before`` (empty when none), limited
-    to ``groupings`` and to the ``last_runs`` latest run dates when given."""
+    to ``groupings``, to the ``last_runs`` latest run dates and to ``columns`` (those the
+    table has) when given."""
     if not db.is_file():
         return pd.DataFrame()
     if not table.isidentifier():
@@ -49,8 +51,12 @@ def load_history(
             where.append(f"run_date IN (SELECT DISTINCT run_date FROM {table} WHERE run_date < ? "
                          f"ORDER BY run_date DESC LIMIT {int(last_runs)})")
             params.append(before)
+        select = "*"
+        if columns is not None:
+            have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+            select = ", ".join(f'"{c}"' for c in columns if c in have)
         return con.execute(
-            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY run_date", params
+            f"SELECT {select} FROM {table} WHERE {' AND '.join(where)} ORDER BY run_date", params
         ).df()
 
 

@@ -17,8 +17,8 @@ import pytest
 from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
 from pipeline.report import render_report
 
-SECTIONS = ("alerts", "overall", "indices", "drivers", "trends", "categories", "terms",
-            "polarity", "groups", "rejected")
+SECTIONS = ("incidents", "overall", "indices", "drivers", "trends", "categories", "terms",
+            "polarity", "groups", "warnings", "rejected")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
          "--enable-logging=stderr", "--v=0")
@@ -74,9 +74,31 @@ def evil_report(tmp_path: Path) -> Path:
     run = {"run_id": "r", "run_date": "2026-11-14", "inputs": [EVIL], "model_version": "m",
            "tool_version": "t", "rows_in": 3, "rows_scored": 3, "rows_rejected": 0,
            "warnings": 0, "prior_strength": 10, "min_mentions": 30, "alert_drop": 5,
-           "alert_complaint_rise": 0.03, "alert_alpha": 0.01}
+           "alert_alpha": 0.01, "alert_min_mentions": 50, "trend_window": 7}
     return render_report(tmp_path / "evil.html", run, sat, frame, pd.DataFrame(columns=["reason"]),
                          terms=terms)
+
+
+def test_highlight_escapes_and_marks_the_term():
+    from pipeline.report.render import highlight
+
+    assert str(highlight("<b>快递太慢</b> really", "太慢")) == (
+        "&lt;b&gt;快递<mark>太慢</mark>&lt;/b&gt; really")
+    assert str(highlight("Box LEAKED", "leaked")) == "Box <mark>LEAKED</mark>"
+    assert str(highlight("<i>", "x")) == "&lt;i&gt;"
+
+
+def test_warnings_are_counted_by_column_and_reason(tmp_path):
+    report = evil_report(tmp_path)
+    html = report.read_text(encoding="utf-8")
+    assert 'id="warnings"' in html
+    from pipeline.report.render import _warning_rows
+
+    rows = _warning_rows(pd.DataFrame({
+        "column": ["rating", "rating", "created_at"], "value": ["x", "y", "z"],
+        "reason": ["not a number: 'x'", "not a number: 'y'", "not a date"]}))
+    assert rows[0] == {"column": "rating", "reason": "not a number: …", "rows": 2, "example": "x"}
+    assert len(rows) == 2
 
 
 def test_review_text_is_escaped(tmp_path):
@@ -102,8 +124,14 @@ def test_report_renders_in_chromium(chromium, two_day_runs, tmp_path):
         png = base64.b64decode(data)
         assert png.startswith(b"\x89PNG") and len(png) > 2000, alt
     assert "<script" not in html.lower()
-    assert "complaint_spike" in html  # the alert of the shifted second day, at the top
-    assert html.index('id="alerts"') < html.index('id="indices"')
+    # The logistics incident of the shifted second day, at the top, with its groups.
+    assert re.search(r"<h3>logistics: [0-9.]+ points down in all reviews", html)
+    assert html.index('id="incidents"') < html.index('id="overall"')
+    # Every section is reachable from the navigation bar, review day included.
+    nav = html.split("<nav>", 1)[1].split("</nav>", 1)[0]
+    for section in (*SECTIONS, "daily"):
+        assert f'href="#{section}"' in nav, section
+    assert "<mark>" in html  # complaint terms highlighted in their examples
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
 
     shot = tmp_path / "report.png"
