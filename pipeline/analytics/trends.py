@@ -48,7 +48,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy import stats
+from scipy import special
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.store.writers import duckdb_transaction
@@ -137,7 +137,7 @@ def load_history(
 
 
 def _two_sided(z: pd.Series) -> pd.Series:
-    return pd.Series(2 * stats.norm.sf(np.abs(z.to_numpy(dtype=float))), index=z.index)
+    return pd.Series(2 * special.ndtr(-np.abs(z.to_numpy(dtype=float))), index=z.index)
 
 
 def _normal_test(delta: pd.Series, se_a: pd.Series, se_b: pd.Series) -> pd.Series:

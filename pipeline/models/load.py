@@ -86,7 +86,23 @@ def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
         path, device=settings.device, batch_size=settings.batch_size,
         max_chars=settings.max_chars, quantize=settings.quantize, backend=settings.backend,
         threads=settings.torch_threads, max_windows=settings.max_windows,
+        numeric=settings.numeric_format, cache_dir=settings.cache_dir,
     )
+
+
+def inference_info(classifier) -> dict:
+    """Engine, numeric format (and why) and the CPU it was chosen for: stated in run.json."""
+    from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    wanted = sorted({f for names in FORMAT_FLAGS.values() for f in names} & flags)
+    return {
+        "backend": getattr(classifier, "backend", "baseline"),
+        "numeric_format": getattr(classifier, "numeric_format", "fp64"),
+        "format_reason": getattr(classifier, "format_reason", "TF-IDF baseline (numpy)"),
+        "cpu": cpu_model(),
+        "cpu_flags": wanted,
+    }
 
 
 def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -26,8 +26,7 @@ from pipeline.catalog import DIMENSIONS, OUTPUT_FILES
 from pipeline.config import Settings
 from pipeline.errors import ConservationError, InputError
 from pipeline.ingest.readers import Chunk, find_columns, iter_chunks
-from pipeline.models.load import resolve_model
-from pipeline.report import render_report
+from pipeline.models.load import inference_info, resolve_model
 from pipeline.run.part import (
     PartCounts,
     PartSpec,
@@ -128,8 +127,10 @@ class ScoreRun:
         self.model_path = str(resolve_model(model))
         model_settings = settings.model_dump(
             include={"device", "batch_size", "max_chars", "torch_threads", "quantize", "backend",
-                     "max_windows"})
+                     "max_windows", "numeric_format", "cache_dir"}, mode="json")
         self.classifier = _classifier(self.model_path, json.dumps(model_settings, sort_keys=True))
+        self.inference = inference_info(self.classifier)
+        self.numeric_format = self.inference["numeric_format"]
         self.run_id = uuid.uuid4().hex[:12]
         self.run_date = run_date or date.today()
         self.started = datetime.now(UTC)
@@ -141,7 +142,8 @@ class ScoreRun:
         self.digests = {str(p): _digest_or_none(p) for p in self.input_paths}
         key = json.dumps(
             [self.model_path, self.classifier.version, settings.chunk_rows, settings.max_chars,
-             settings.quantize, text_column, id_column, sorted(self.digests.items())]
+             settings.quantize, text_column, id_column, sorted(self.digests.items()),
+             *([self.numeric_format] if self.numeric_format not in ("fp32", "fp64") else [])]
         )
         self.run_key = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.work_dir = self.out_dir / ".revsat"
@@ -149,6 +151,7 @@ class ScoreRun:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir = self.work_dir / "cache" / _safe(
             f"{self.classifier.version}-mc{settings.max_chars}-q{settings.quantize}"
+            + ("" if self.numeric_format in ("fp32", "fp64") else f"-{self.numeric_format}")
         )
         self.spec = PartSpec(
             parts_dir=str(self.parts_dir),
@@ -297,6 +300,7 @@ class ScoreRun:
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "inputs": self.inputs,
             "model_version": self.classifier.version,
+            "inference": self.inference,
             "tool_version": __version__,
             "rows_in": s.rows_in,
             "rows_scored": s.rows_scored,
@@ -321,6 +325,8 @@ class ScoreRun:
 
     def report(self, sat: pd.DataFrame) -> Path:
         """Render the staged ``report.html``."""
+        from pipeline.report import render_report  # matplotlib: only when a report is drawn
+
         t0 = time.perf_counter()
         negative_any = first_complaints(self.staging.path("reviews.parquet"))
         rejected = pd.read_parquet(self.staging.path("rejected.parquet"), columns=["reason"])
@@ -350,6 +356,7 @@ class ScoreRun:
                            "failed_files": json.dumps(record["failed_files"]),
                            "encodings": json.dumps(record["encodings"]),
                            "seconds": json.dumps(record["seconds"]),
+                           "inference": json.dumps(record["inference"]),
                            "composite_weights": json.dumps(record["composite_weights"])}]),
             runs_path,
         )

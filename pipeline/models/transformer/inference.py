@@ -1,9 +1,11 @@
-"""The multi-task review classifier: a BERT-style encoder, mean pooling, and one linear head
-per output (overall sentiment: 3 classes; each dimension: 4 classes), all in one forward pass.
+"""Batch inference of the multi-task review classifier (overall sentiment: 3 classes; each
+dimension: 4 classes, one forward pass), the window logic for long reviews, calibration, and
+the ensemble with the TF-IDF baseline.
 
-A model folder holds ``config.json`` (the encoder's), ``model.safetensors`` (encoder and heads),
-the tokenizer files and ``revsat_model.json`` (heads, input prefix, calibration temperatures,
-version). Nothing is unpickled when loading.
+On the CPU the model runs as an ONNX graph (:mod:`pipeline.models.transformer.onnx`), exported
+once per weights file; that path imports neither torch nor transformers. The torch module
+(:mod:`.module`) and the folder format (:mod:`.persistence`) load only for the torch backend,
+training and the one-time export; their names are still importable from here.
 """
 
 from __future__ import annotations
@@ -16,35 +18,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
-from pipeline.training.base_model import mean_pool
 
 log = logging.getLogger("revsat")
 
 HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
 META_FILE = "revsat_model.json"
 
+#: Names that moved to the torch modules, imported on first use (``from ... import X``).
+_LAZY = {"MultiTaskModel": "module", "_Flat": "module", "build_model": "persistence",
+         "student_from": "persistence", "save_model": "persistence",
+         "load_model": "persistence", "OnnxRunner": "onnx", "_int8": "onnx"}
 
-class MultiTaskModel(nn.Module):
-    """Encoder + mean pooling + one linear layer producing all heads' logits."""
 
-    def __init__(self, encoder: nn.Module, hidden: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, sum(HEADS.values()))
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-    def flat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """All heads' logits side by side, ``(batch, sum(HEADS))``."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return self.head(self.dropout(mean_pool(hidden, attention_mask)))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-        return split_heads(self.flat(input_ids, attention_mask))
+        module = importlib.import_module(f"pipeline.models.transformer.{_LAZY[name]}")
+        return getattr(module, "int8_onnx" if name == "_int8" else name)
+    raise AttributeError(name)
 
 
 def split_heads(logits):
@@ -56,17 +50,6 @@ def split_heads(logits):
     return out
 
 
-class _Flat(nn.Module):
-    """Export wrapper: one output tensor instead of a dict."""
-
-    def __init__(self, model: MultiTaskModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.flat(input_ids, attention_mask)
-
-
 def onnx_available() -> bool:
     """Whether ONNX Runtime and the ONNX exporter's needs are installed."""
     import importlib.util
@@ -74,156 +57,39 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-class OnnxRunner:
-    """The model exported to ONNX at load time and run by ONNX Runtime on the CPU.
-
-    ONNX Runtime runs the same graph with fused kernels (LayerNorm, GELU, attention steps) and
-    less per-operator overhead than eager PyTorch, which matters for a small encoder on short
-    reviews (see README, Performance); the outputs equal PyTorch's to about 1e-5. The graph
-    lives only in a private temporary folder while the session loads; nothing is downloaded.
-    """
-
-    def __init__(self, model: MultiTaskModel, tokenizer, threads: int | None = None,
-                 int8: bool = False) -> None:
-        import io
-        import tempfile
-        import warnings
-
-        import onnxruntime as ort
-
-        sample = tokenizer(["query: 好", "query: fine, thanks"], padding=True,
-                           return_tensors="pt")
-        buf = io.BytesIO()
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notes about traced control flow
-            torch.onnx.export(
-                _Flat(model.eval()), (sample["input_ids"], sample["attention_mask"]), buf,
-                input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                              "attention_mask": {0: "batch", 1: "tokens"},
-                              "logits": {0: "batch"}},
-                opset_version=17, dynamo=False,
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        self.quantized = int8
-        # From a private file removed once loaded: a session made from bytes keeps a second
-        # copy of the weights alive for its whole life (about 90 MB for the default model).
-        with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(buf.getvalue())
-            del buf
-            if int8:
-                path = _int8(path, Path(tmp) / "model-int8.onnx")
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input_ids": input_ids,
-                                       "attention_mask": attention_mask})[0]
-
-
-def _int8(src: Path, dst: Path) -> Path:
-    """ONNX Runtime dynamic int8 quantisation of every MatMul of the model file ``src``
-    (weights per output channel, activations per batch), written to ``dst``."""
-    import logging as _logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quiet = _logging.getLogger().level
-    _logging.getLogger().setLevel(_logging.ERROR)  # "consider pre-processing": not needed
-    try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-    finally:
-        _logging.getLogger().setLevel(quiet)
-    return dst
-
-
-def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
-    """A fresh multi-task model on a pretrained base folder (see ``revsat base-model``)."""
-    from transformers import AutoModel, AutoTokenizer
-
-    encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
-    if num_layers is not None and num_layers < encoder.config.num_hidden_layers:
-        encoder.encoder.layer = encoder.encoder.layer[:num_layers]
-        encoder.config.num_hidden_layers = num_layers
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
-
-
-def student_from(folder: str | Path, keep_layers: Sequence[int]) -> tuple[MultiTaskModel, object]:
-    """A smaller model initialised from a trained one: its embeddings, the encoder layers at
-    ``keep_layers`` (in order) and its heads. Starting from a fine-tuned model (DistilBERT's
-    "one layer in two" initialisation) lets distillation converge in one short run on a CPU.
-    """
-    model, tokenizer, _ = load_model(Path(folder))
-    layers = model.encoder.encoder.layer
-    if not keep_layers or any(not 0 <= i < len(layers) for i in keep_layers):
-        raise ValueError(f"keep_layers {list(keep_layers)} must index the {len(layers)} layers")
-    model.encoder.encoder.layer = nn.ModuleList(layers[i] for i in keep_layers)
-    model.encoder.config.num_hidden_layers = len(keep_layers)
-    return model, tokenizer
-
-
-def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
-               dtype: torch.dtype = torch.float16) -> Path:
-    """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
-
-    Weights are stored as ``dtype`` (fp16 by default: half the size, and loading casts back
-    to fp32, so CPU inference is unchanged apart from rounding).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    model.encoder.config.save_pretrained(directory)
-    state = {
-        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    save_file(state, str(directory / "model.safetensors"))
-    tokenizer.save_pretrained(directory)
-    (directory / META_FILE).write_text(
-        json.dumps({"heads": HEADS, **meta}, indent=2, ensure_ascii=False), encoding="utf-8"
-    )
-    return directory
-
-
-def load_model(directory: Path) -> tuple[MultiTaskModel, object, dict]:
-    """Load a model folder written by :func:`save_model` (no network, no pickle)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("heads") != HEADS:
-        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
-    config = AutoConfig.from_pretrained(str(directory))
-    encoder = AutoModel.from_config(config, add_pooling_layer=False)
-    model = MultiTaskModel(encoder, config.hidden_size)
-    state = load_file(str(directory / "model.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    return model, tokenizer, meta
-
-
 class TransformerClassifier:
-    """Batch inference: sort by length, pad per batch, ``inference_mode``, calibrated softmax."""
+    """Batch inference: sort by length, pad per batch, calibrated softmax.
 
-    def __init__(self, model: MultiTaskModel, tokenizer, meta: dict, device: str = "cpu",
+    The engine is an ONNX Runtime session (``onnx``, see :mod:`.onnx`) or the torch module
+    (``model``) on ``device``; :meth:`load` picks it and the numeric format.
+    """
+
+    def __init__(self, model, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
-                 threads: int | None = None, max_windows: int = 4, int8: bool = False) -> None:
-        self.model = model.to(device)
-        self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
-        self.onnx = None
-        if self.backend == "onnx":
-            try:
-                self.onnx = OnnxRunner(model, tokenizer, threads, int8=int8)
-                self.model = None  # ONNX Runtime holds its own copy of the weights
-            except Exception as exc:  # e.g. an operator the exporter lacks: torch still works
-                if backend == "onnx":
-                    raise
-                log.warning("ONNX export failed (%s: %s); using torch", type(exc).__name__, exc)
-                self.backend = "torch"
+                 threads: int | None = None, max_windows: int = 4, int8: bool = False,
+                 onnx=None, format_reason: str = "") -> None:
+        self.model = None
+        self.onnx = onnx
+        if onnx is not None:
+            self.backend = "onnx"
+        else:
+            self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
+            if self.backend == "onnx":
+                try:
+                    self.onnx = _private_runner(model, threads, int8)
+                except Exception as exc:  # an operator the exporter lacks: torch still works
+                    if backend == "onnx":
+                        raise
+                    log.warning("ONNX export failed (%s: %s); using torch",
+                                type(exc).__name__, exc)
+                    self.backend = "torch"
+            if self.onnx is None:
+                self.model = model.to(device)
+        if self.onnx is not None:
+            self.numeric_format = self.onnx.format
+        else:
+            self.numeric_format = "int8" if _is_quantized(model) else "fp32"
+        self.format_reason = format_reason or "requested"
         self.tokenizer = tokenizer
         self.meta = meta
         self.device = device
@@ -239,21 +105,54 @@ class TransformerClassifier:
     @classmethod
     def load(cls, directory: Path, device: str = "cpu", batch_size: int = 64,
              max_chars: int = 2000, quantize: bool | None = None, backend: str = "auto",
-             threads: int | None = None, max_windows: int = 4) -> TransformerClassifier:
+             threads: int | None = None, max_windows: int = 4, numeric: str = "auto",
+             cache_dir: Path | None = None) -> TransformerClassifier:
+        """Load a model folder. On the CPU with ONNX Runtime installed (``backend`` auto or
+        onnx) neither torch nor transformers is imported: the folder's ONNX graph (exported
+        once per weights file, see :mod:`.onnx`) runs in the numeric format ``numeric`` picks
+        (``auto``: by the CPU's flags and the formats the model passed; ``quantize`` true or
+        the folder's ``int8_dynamic`` force int8, ``quantize`` false fp32)."""
+        directory = Path(directory)
+        meta = read_meta(directory)
+        cpu = str(device).startswith("cpu")
+        if quantize is None and meta.get("int8_dynamic") and cpu:
+            quantize = True
+        if resolve_backend(backend, device) == "onnx":
+            try:
+                return cls._load_onnx(directory, meta, device, batch_size, max_chars, quantize,
+                                      threads, max_windows, numeric, cache_dir)
+            except Exception as exc:
+                if backend == "onnx":
+                    raise
+                log.warning("ONNX graph unavailable (%s: %s); using torch",
+                            type(exc).__name__, exc)
+        from pipeline.models.transformer.persistence import load_model
+
         model, tokenizer, meta = load_model(directory)
-        if quantize is None:
-            quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
-        onnx_int8 = bool(quantize) and resolve_backend(backend, device) == "onnx"
-        if quantize and not onnx_int8:
+        if quantize:
             import warnings
+
+            import torch
+            from torch import nn
 
             with warnings.catch_warnings():  # torch announces a future API move; not ours
                 warnings.simplefilter("ignore")
                 model = torch.ao.quantization.quantize_dynamic(
                     model, {nn.Linear}, dtype=torch.qint8
                 )
-        return cls(model, tokenizer, meta, device, batch_size, max_chars, backend, threads,
-                   max_windows, int8=onnx_int8)
+        return cls(model, tokenizer, meta, device, batch_size, max_chars, "torch", threads,
+                   max_windows, format_reason="torch backend")
+
+    @classmethod
+    def _load_onnx(cls, directory, meta, device, batch_size, max_chars, quantize, threads,
+                   max_windows, numeric, cache_dir) -> TransformerClassifier:
+        from pipeline.models.transformer import onnx as ox
+
+        requested = "int8" if quantize else "fp32" if quantize is False else numeric
+        fmt, reason = ox.choose_format(requested, meta)
+        runner = ox.OnnxRunner(ox.find_graph(directory, fmt, cache_dir), threads, fmt)
+        return cls(None, ox.FastTokenizer(directory), meta, device, batch_size, max_chars,
+                   "onnx", threads, max_windows, onnx=runner, format_reason=reason)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Uncalibrated logits per head, in input order.
@@ -276,23 +175,28 @@ class TransformerClassifier:
         pad = self.tokenizer.pad_token_id or 0
         self.seconds["tokenise"] += time.perf_counter() - t0
         flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(rows), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                t1 = time.perf_counter()
-                input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
-                for row, i in enumerate(idx):
-                    input_ids[row, : lengths[i]] = rows[i]
-                mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
-                if self.onnx is not None:
-                    flat[idx] = self.onnx(input_ids, mask)
-                else:
-                    flat[idx] = self.model.flat(
-                        torch.from_numpy(input_ids).to(self.device),
-                        torch.from_numpy(mask).to(self.device),
-                    ).float().cpu().numpy()
-                self.seconds["model"] += time.perf_counter() - t1
+        for start in range(0, len(rows), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            t1 = time.perf_counter()
+            input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
+            for row, i in enumerate(idx):
+                input_ids[row, : lengths[i]] = rows[i]
+            mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
+            if self.onnx is not None:
+                flat[idx] = self.onnx.flat(input_ids, mask, HEADS)
+            else:
+                flat[idx] = self._torch_flat(input_ids, mask)
+            self.seconds["model"] += time.perf_counter() - t1
         return combine_windows(split_heads(flat), owner, len(texts))
+
+    def _torch_flat(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.flat(
+                torch.from_numpy(input_ids).to(self.device),
+                torch.from_numpy(mask).to(self.device),
+            ).float().cpu().numpy()
 
     def _windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
         """Each review's token ids as one or more model inputs, and the review each came from.
@@ -351,6 +255,9 @@ class EnsembleClassifier:
         self.weight = weight
         self.version = f"{transformer.version}+{baseline.version}@{weight:g}"
         self.seconds = transformer.seconds
+        self.backend = transformer.backend
+        self.numeric_format = transformer.numeric_format
+        self.format_reason = transformer.format_reason
 
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -412,8 +319,30 @@ def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:
     return backend
 
 
-def _is_quantized(model: nn.Module) -> bool:
-    return any("quantized" in type(m).__module__ for m in model.modules())
+def _is_quantized(model) -> bool:
+    return model is not None and any("quantized" in type(m).__module__ for m in model.modules())
+
+
+def read_meta(directory: Path) -> dict:
+    """``revsat_model.json`` of a folder, checked against :data:`HEADS`."""
+    meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    return meta
+
+
+def _private_runner(model, threads: int | None, int8: bool):
+    """A module given in memory (not a folder) exported to a private temporary file."""
+    import tempfile
+
+    from pipeline.models.transformer import onnx as ox
+
+    with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        ox.export_module(model, path)
+        if int8:
+            path = ox.int8_onnx(path, Path(tmp) / "model-int8.onnx")
+        return ox.OnnxRunner(path, threads, "int8" if int8 else "fp32")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
