@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -37,6 +38,58 @@ def _setup_logging(verbose: bool) -> None:
     )
     # Our own progress and summaries at INFO; libraries (httpx, matplotlib) only when -v.
     logging.getLogger("revsat").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@contextmanager
+def _prefect_api(settings=None):
+    """Point this process at a Prefect API for its flow run: the configured one
+    (``PREFECT_API_URL``, e.g. a server whose UI shows the runs) as is; otherwise the local
+    server started once and reused across runs (see :mod:`revsat.local_server`), unless
+    ``local_server`` is off (then Prefect's temporary server per run)."""
+    if settings is None:
+        from pipeline.config import Settings
+
+        settings = Settings()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if not settings.local_server or PREFECT_API_URL.value():
+        yield
+        return
+    from revsat.local_server import ensure_local_server
+
+    url = ensure_local_server(settings.local_server_idle_minutes,
+                              float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def _check_inputs(inputs: list[str]) -> None:
+    """Argument and input errors before any model or server starts (exit 2): nothing to read
+    at all. A missing file among readable ones is reported by the run (exit 1)."""
+    from pipeline.errors import InputError
+    from pipeline.ingest.readers import expand_inputs
+
+    try:
+        paths = expand_inputs(inputs)
+    except InputError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if not any(p.is_file() for p in paths):
+        missing = "; ".join(f"{p}: no such file" for p in paths if not p.exists())
+        typer.secho(f"error: no input file could be read: {missing or 'no input files'}",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+
+
+def _check_model(model: str) -> None:
+    from pipeline.errors import ModelNotFound
+    from pipeline.models.load import resolve_model
+
+    try:
+        resolve_model(model)
+    except ModelNotFound as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 # Options shared by score, nightly and serve.
@@ -98,17 +151,20 @@ def score(
     parsed_date = _run_date(run_date)
     settings = Settings(model=model, progress=progress, **overrides)
     _check_task_runner(task_runner)
+    _check_inputs(inputs)
+    _check_model(model)
     from flows.score import score_reviews
     from pipeline.errors import AlertsRaised
 
     alerted = False
     try:
-        record = score_reviews(
-            inputs, str(out), model=model, run_date=parsed_date,
-            text_column=text_column, id_column=id_column, settings=settings, full=full,
-            task_runner=task_runner, dask_address=dask_address, workers=workers,
-            warehouse=warehouse,
-        )
+        with _prefect_api(settings):
+            record = score_reviews(
+                inputs, str(out), model=model, run_date=parsed_date,
+                text_column=text_column, id_column=id_column, settings=settings, full=full,
+                task_runner=task_runner, dask_address=dask_address, workers=workers,
+                warehouse=warehouse,
+            )
     except (InputError, ModelNotFound) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -157,12 +213,17 @@ def nightly(
     ledger in OUT/revsat.duckdb has not seen (by content hash), then record them."""
     _setup_logging(False)
     _check_task_runner(task_runner)
+    parsed_date = _run_date(run_date)
+    if not Path(input_dir).is_dir() and not any(ch in input_dir for ch in "*?["):
+        typer.secho(f"error: {input_dir}: no such directory", fg="red", err=True)
+        raise typer.Exit(2)
+    _check_model(model)
     from flows.nightly import nightly_score
 
-    parsed_date = _run_date(run_date)
-    record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
-                           run_date=parsed_date, rescore=rescore, warehouse=warehouse,
-                           task_runner=task_runner, workers=workers)
+    with _prefect_api():
+        record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
+                               run_date=parsed_date, rescore=rescore, warehouse=warehouse,
+                               task_runner=task_runner, workers=workers)
     if record.get("skipped"):
         typer.echo(f"no new files ({record['found']} file(s) already in the ledger)")
         return
@@ -323,7 +384,8 @@ def dimension_cv(
 
 @app.command()
 def evaluate(
-    models: Annotated[list[str] | None, typer.Argument(help="model names or folders")] = None,
+    models: Annotated[list[str] | None, typer.Argument(
+        help="model names or folders; NAME@int8 or NAME@fp32 for a numeric format")] = None,
     shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
     max_per_corpus: Annotated[int | None, typer.Option(help="cap test rows per corpus")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
@@ -361,16 +423,24 @@ def bench(
     model_rows: Annotated[int, typer.Option(
         help="rows for the model-only throughput (0: skip)")] = 2048,
     backend: Annotated[str, typer.Option(help="auto, onnx or torch")] = "auto",
+    numeric_format: Annotated[str, typer.Option(help="auto, fp32 or int8")] = "auto",
+    startup_repeats: Annotated[int, typer.Option(
+        help="timed runs of each CLI start-up figure (0: skip)")] = 3,
 ) -> None:
     """Benchmark the scoring flow: reviews/s, seconds per stage, peak memory, model-only
-    throughput, and the speed-up over a naive transformers pipeline with batch size 1."""
+    throughput, the speed-up over a naive transformers pipeline with batch size 1, and the
+    CLI's start-up figures (--help, a 50-review score, a nightly with no new files, a missing
+    input), with the CPU model and flags."""
     _setup_logging(False)
     from pipeline.config import Settings
     from revsat.bench import run_bench
 
     extra = {"batch_size": batch_size} if batch_size else {}
-    settings = Settings(model=model, device=device, progress=False, backend=backend, **extra)
-    result = run_bench(rows, work, model, short, naive_rows, shared, settings, model_rows)
+    settings = Settings(model=model, device=device, progress=False, backend=backend,
+                        numeric_format=numeric_format, **extra)
+    with _prefect_api(settings):
+        result = run_bench(rows, work, model, short, naive_rows, shared, settings, model_rows,
+                           startup_repeats)
     typer.echo(json.dumps(result, indent=2))
 
 
