@@ -32,7 +32,7 @@ import numpy as np
 log = logging.getLogger("revsat")
 
 #: Part of the cache key: bump when the export (opset, wrapper, quantiser options) changes.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 FORMATS = ("fp32", "int8")
 #: CPU flags (``lscpu`` / ``/proc/cpuinfo``) that make a format fast.
 FORMAT_FLAGS = {"int8": ("avx512_vnni", "amx_int8", "avx_vnni"),
@@ -150,19 +150,24 @@ def export_module(module, path: Path) -> list[str]:
 
 def int8_onnx(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> Path:
     """ONNX Runtime dynamic int8 quantisation of the ``op_types`` of ``src`` (weights per
-    output channel, activations per batch), written to ``dst``. The heads (the last Gemm or
-    MatMul after pooling) stay fp32: they are tiny and decide every label."""
+    output channel, activations per batch), written to ``dst``: only products with a weight
+    matrix of the encoder."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(src), load_external_data=False).graph
-    heads = [n.name for n in graph.node if n.name and n.op_type in ("Gemm", "MatMul")
-             and "encoder" not in n.name and "layer" not in n.name]
+    weights = {t.name for t in graph.initializer}
+    # fp32 stays where int8 costs accuracy for little speed: the heads, and the products of two
+    # activations (attention scores and their weighted sum: softmax outputs quantised per
+    # batch lose the small probabilities)
+    keep = [n.name for n in graph.node if n.name and n.op_type in ("Gemm", "MatMul")
+            and (("encoder" not in n.name and "layer" not in n.name)
+                 or not any(i in weights for i in n.input))]
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
     try:
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=list(op_types), nodes_to_exclude=heads)
+                         op_types_to_quantize=list(op_types), nodes_to_exclude=keep)
     finally:
         logging.getLogger().setLevel(quiet)
     return dst
