@@ -20,7 +20,7 @@ from pipeline.store import ledger
 def nightly_score(
     input_dir: str,
     out: str,
-    model: str = "default",
+    model: str | None = None,
     pattern: str = "*",
     run_date: date | None = None,
     rescore: bool = False,
@@ -31,10 +31,12 @@ def nightly_score(
 ) -> dict:
     """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
     into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
-    a date). Returns the run record plus ``new_files``; ``{"skipped": True}`` when nothing is
-    new."""
+    a date). ``model`` overrides the settings' model. Returns the run record plus
+    ``new_files``; ``{"skipped": True}`` when nothing is new."""
     logger = get_run_logger()
-    settings = Settings(model=model, progress=False)
+    settings = Settings(progress=False)
+    if model is not None:  # else REVSAT_MODEL / revsat.toml / default
+        settings = settings.model_copy(update={"model": model})
     db = Path(out) / settings.duckdb_name
     paths = ledger.discover(input_dir, pattern)
     files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]
@@ -52,7 +54,7 @@ def nightly_score(
 
     try:
         record = score_reviews(
-            [str(f.path) for f in files], out, model=model, run_date=run_date,
+            [str(f.path) for f in files], out, run_date=run_date,
             settings=settings, task_runner=task_runner, dask_address=dask_address,
             workers=workers, warehouse=warehouse,
         )

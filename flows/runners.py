@@ -2,20 +2,19 @@
 parallel by Prefect's Dask task runner (``dask``, from ``prefect-dask``) or Ray task runner
 (``ray``, from ``prefect-ray``, not installed by default).
 
-Only the ``score-part`` tasks are submitted to the runner: a part needs the chunk, the model
-folder and the settings (:class:`pipeline.run.part.PartSpec`), never the run object. Chunks stream:
-the flow reads one chunk at a time and keeps at most ``window`` parts in flight (2 per worker
-thread by default), so neither the flow nor a worker ever holds the whole input.
+Only the ``score-part`` tasks are submitted to the runner: a part needs the chunk, its column
+map, the model folder and the settings (:class:`pipeline.run.part.PartSpec`), never the run
+plan. Chunks stream (:func:`pipeline.run.steps.score_parts`): the flow reads one chunk at a time
+and keeps at most two parts per worker thread in flight, so neither the flow nor a worker ever
+holds the whole input.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pipeline.run.part import PartSpec
@@ -98,35 +97,3 @@ def worker_spec(spec: PartSpec) -> PartSpec:
     settings = dict(spec.settings)
     settings["torch_threads"] = settings.get("torch_threads") or 1
     return dataclasses.replace(spec, settings=settings)
-
-
-def score_parts(run, paths: list[Path], progress, part_task, runner: Any = None,
-                window: int = 2) -> None:
-    """Score every chunk of ``paths`` into parts, accounting each with ``run.add`` and the
-    progress display. Sequential when ``runner`` is None; otherwise at most ``window`` parts are
-    in flight and they are settled in submission order (results do not depend on order)."""
-    if runner is None:
-        for path in paths:
-            for chunk, order, index in run.chunks(path):
-                counts = part_task(chunk, order, index, run.spec)
-                run.add(counts)
-                progress.update(counts.rows_in, counts.scored, path.name)
-        return
-    spec = worker_spec(run.spec)
-    pending: deque = deque()
-
-    def settle() -> None:
-        future, name = pending.popleft()
-        counts = future.result()
-        run.add(counts)
-        progress.update(counts.rows_in, counts.scored, name)
-
-    for path in paths:
-        for chunk, order, index in run.chunks(path):
-            future = runner.submit(part_task, parameters={
-                "chunk": chunk, "file_order": order, "chunk_index": index, "spec": spec})
-            pending.append((future, path.name))
-            while len(pending) >= max(1, window):
-                settle()
-    while pending:
-        settle()

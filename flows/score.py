@@ -1,82 +1,102 @@
-"""Prefect flow ``score-reviews``: read -> validate -> normalise -> segment -> classify ->
-write -> roll up (indices, driver weights) -> trends and alerts -> complaint terms -> report ->
-publish. Thin: every step is a call into ``pipeline``."""
+"""Prefect flow ``score-reviews``: the run sequence of :func:`pipeline.run.steps.execute`
+(read -> validate -> normalise -> segment -> classify -> write parts -> merge -> roll up ->
+trends and alerts -> complaint terms -> report -> publish), each step a Prefect task and the
+chunks scored on the chosen task runner. Thin: every step is a call into ``pipeline``."""
 
 # No `from __future__ import annotations` in flow modules: `revsat serve` ships flow functions
 # to its run processes by value, and string annotations (e.g. ``date``) would not resolve there.
-import time
+from collections.abc import Callable
 from datetime import date
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.runners import part_runner, runner_threads, score_parts
+from flows.runners import part_runner, runner_threads, worker_spec
 from pipeline.analytics.drivers import DriverWeights
 from pipeline.config import Settings
 from pipeline.errors import AlertsRaised
+from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk, expand_inputs
-from pipeline.run.part import PartCounts, PartSpec, score_part
+from pipeline.run.part import Counts, PartSpec, score_part
 from pipeline.run.progress import RowProgress
-from pipeline.run.steps import ScoreRun
+from pipeline.run.steps import STEP_NAMES, RunPlan, RunStats, execute, plan_run, score_parts
 
-# Tasks receive live objects (runs, chunks): never hash or cache them.
+# Tasks receive live objects (plans, chunks): never hash or cache them.
 _TASK = {"cache_policy": NO_CACHE}
 
 
-@task(name="prepare-run", **_TASK)
-def prepare_run_task(out: str, model: str, settings: Settings, paths: list[Path],
-                     run_date: date | None, text_column: str | None, id_column: str | None,
-                     full: bool) -> ScoreRun:
-    return ScoreRun(Path(out), model, settings, paths, run_date, text_column, id_column, full)
+class _Call:
+    """A step and its arguments, opaque to Prefect (which would otherwise walk into the
+    arguments looking for futures, and could rebuild the run's counts as a copy)."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+        self.fn, self.args = fn, args
+
+
+def _invoke(call: _Call) -> Any:
+    return call.fn(*call.args)
+
+
+#: One Prefect task per step of the run sequence, named as the step.
+STEP_TASKS = {name: task(_invoke, name=name, **_TASK) for name in STEP_NAMES}
+
+
+def _step(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    return STEP_TASKS[name](_Call(fn, args))
+
+
+@task(name="plan-run", **_TASK)
+def plan_run_task(out: str, settings: Settings, paths: list, run_date: date | None,
+                  text_column: str | None, id_column: str | None, full: bool) -> RunPlan:
+    return plan_run(out, settings, paths, run_date, text_column, id_column, full)
 
 
 @task(name="score-part", **_TASK)
-def score_part_task(chunk: Chunk, file_order: int, chunk_index: int, spec: PartSpec
-                    ) -> PartCounts:
-    return score_part(chunk, file_order, chunk_index, spec)
-
-
-@task(name="roll-up", **_TASK)
-def roll_up_task(run: ScoreRun):
-    run.close_tables()
-    return run.roll_up()
-
-
-@task(name="trends-alerts", **_TASK)
-def history_task(run: ScoreRun, sat) -> pd.DataFrame:
-    return run.compare_history(sat)
-
-
-@task(name="complaint-terms", **_TASK)
-def evidence_task(run: ScoreRun) -> pd.DataFrame:
-    return run.find_evidence()
-
-
-@task(name="report", **_TASK)
-def report_task(run: ScoreRun, sat) -> str:
-    return str(run.report(sat))
+def score_part_task(chunk: Chunk, columns: ColumnMap | None, file_order: int,
+                    chunk_index: int, spec: PartSpec) -> Counts:
+    return score_part(chunk, columns, file_order, chunk_index, spec)
 
 
 @task(name="warehouse", **_TASK)
 def warehouse_task(db: str, url: str) -> dict[str, int]:
+    from pathlib import Path
+
     from pipeline.store.warehouse import export_duckdb
 
     return export_duckdb(Path(db), url)
 
 
-@task(name="publish", **_TASK)
-def publish_task(run: ScoreRun) -> dict[str, str]:
-    return {k: str(v) for k, v in run.publish().items()}
+def _scorer(task_runner: str, dask_address: str | None,
+            workers: int | None) -> Callable[[RunPlan, RunStats], None]:
+    """Score a plan's chunks as ``score-part`` tasks: in the flow's process, or submitted to
+    the Dask/Ray task runner with at most two parts per worker thread in flight."""
+
+    def score(plan: RunPlan, stats: RunStats) -> None:
+        with (RowProgress(plan.settings.progress) as progress,
+              part_runner(task_runner, dask_address, workers) as runner):
+            if runner is None:
+                score_parts(plan, stats, progress, part=score_part_task)
+                return
+
+            def submit(chunk, columns, order, index, spec):
+                return runner.submit(score_part_task, parameters={
+                    "chunk": chunk, "columns": columns, "file_order": order,
+                    "chunk_index": index, "spec": worker_spec(spec)})
+
+            score_parts(plan, stats, progress, submit=submit,
+                        window=2 * runner_threads(runner, workers))
+
+    return score
 
 
 @flow(name="score-reviews")
 def score_reviews(
     inputs: list[str],
     out: str,
-    model: str = "default",
+    model: str | None = None,
     run_date: date | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
@@ -89,44 +109,31 @@ def score_reviews(
 ) -> dict:
     """Score review exports into ``out``; returns the run record (counts, timings, files).
 
-    ``full`` ignores the score cache (every review goes through the model again).
-    ``task_runner`` ``dask`` (or ``ray``) scores the chunks in parallel on a local cluster of
-    ``workers`` processes or the cluster at ``dask_address``; results are identical.
-    ``warehouse`` (an SQLAlchemy URL) also upserts the published tables into that database.
+    ``model`` overrides ``settings.model`` (default: ``REVSAT_MODEL``, ``model`` in
+    revsat.toml, else ``default``). ``full`` ignores the score cache (every review goes through
+    the model again). ``task_runner`` ``dask`` (or ``ray``) scores the chunks in parallel on a
+    local cluster of ``workers`` processes or the cluster at ``dask_address``; results are
+    identical. ``warehouse`` (an SQLAlchemy URL) also upserts the published tables into that
+    database.
     """
     logger = get_run_logger()
-    settings = settings or Settings(model=model)
+    settings = settings or Settings()
+    if model is not None:
+        settings = settings.model_copy(update={"model": model})
     paths = expand_inputs(inputs)
-    run = prepare_run_task(out, model, settings, paths, run_date, text_column, id_column, full)
-    logger.info("run %s (key %s): %d input file(s), model %s", run.run_id, run.run_key,
-                len(paths), run.classifier.version)
-    try:
-        with (RowProgress(settings.progress) as progress,
-              part_runner(task_runner, dask_address, workers) as runner):
-            window = 2 * runner_threads(runner, workers) if runner is not None else 1
-            started = time.perf_counter()
-            score_parts(run, paths, progress, score_part_task, runner, window)
-            # Wall time of the chunk phase (the stage seconds above are summed over workers).
-            run.stats.add_time("parts_wall", time.perf_counter() - started)
-        sat = roll_up_task(run)
-        alerts = history_task(run, sat)
-        terms = evidence_task(run)
-        report_task(run, sat)
-        files = publish_task(run)
-        run.update_cache_and_clean()
-    except BaseException:
-        run.abort()
-        raise
-    record = run.run_record()
-    record["files"] = files
+    plan = plan_run_task(out, settings, paths, run_date, text_column, id_column, full)
+    logger.info("run %s (key %s): %d input file(s), model %s", plan.run_id, plan.run_key,
+                len(paths), plan.model_version)
+    result = execute(plan, score=_scorer(task_runner, dask_address, workers), step=_step)
+    record = {**result.record, "files": result.files}
     if warehouse:
-        record["warehouse"] = warehouse_task(str(run.db_path), warehouse)
-    _artifacts(record, sat, alerts, terms, run.drivers)
+        record["warehouse"] = warehouse_task(str(plan.db_path), warehouse)
+    _artifacts(record, result.satisfaction, result.alerts, result.terms, result.drivers)
     for path, error in record["failed_files"].items():
         logger.error("failed input %s: %s", path, error)
-    for message in alerts["message"].head(20):
+    for message in result.alerts["message"].head(20):
         logger.warning("alert: %s", message)
-    if settings.fail_on_alerts and len(alerts):
+    if settings.fail_on_alerts and len(result.alerts):
         # After publishing: the outputs are in place, only the flow run's state is Failed.
         raise AlertsRaised(record)
     return record

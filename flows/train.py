@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.training.arguments import TrainConfig
 from pipeline.training.card import write_model_card
 from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
 from pipeline.training.evaluate import evaluate_models
-from pipeline.training.trainer import TrainConfig, train, write_manifest
+from pipeline.training.trainer import train, write_manifest
 
 _TASK = {"cache_policy": NO_CACHE}
-
-
-def load_config(path: str | None, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` from a TOML file (``[train]`` table) plus keyword overrides."""
-    values: dict = {}
-    if path:
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh).get("train", {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**values)
 
 
 @task(name="assemble-data", **_TASK)
@@ -38,7 +27,8 @@ def assemble(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFr
         [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats],
         ignore_index=True,
     )
-    dev_sent = sent[sent["split"] == "dev"].sample(n=min(3000, (sent["split"] == "dev").sum()),
+    dev_sent = sent[sent["split"] == "dev"].sample(n=min(config.dev_sentiment_rows,
+                                                       (sent["split"] == "dev").sum()),
                                                    random_state=config.seed)
     dev_rows = pd.concat([dev_sent, dims[dims["split"] == "dev"]], ignore_index=True)
     return train_rows, dev_rows
@@ -67,5 +57,5 @@ def train_model(config: TrainConfig, shared: str | None = None,
                                       encoding="utf-8")
     project = (train_rows.loc[train_rows["source"] == "project", "id"].nunique()
                if "source" in train_rows else 0)  # no dimension rows: no source column
-    write_model_card(out, asdict(config), results, project_label_rows=project)
+    write_model_card(out, config.model_dump(), results, project_label_rows=project)
     return results

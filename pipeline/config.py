@@ -1,17 +1,22 @@
-"""One typed place for configuration.
+"""One typed place for configuration: the only reader of the environment and of TOML files.
 
 Values come, highest priority first, from: keyword arguments (the CLI's flags), environment
-variables prefixed ``REVSAT_`` (e.g. ``REVSAT_BATCH_SIZE=64``), a ``revsat.toml`` file in the
-working directory (or the file named by ``REVSAT_CONFIG``), then the defaults below.
+variables prefixed ``REVSAT_`` (e.g. ``REVSAT_BATCH_SIZE=64``, ``REVSAT_MODEL=baseline``), a
+``revsat.toml`` file in the working directory (or the file named by ``REVSAT_CONFIG``, or the
+file given to :meth:`Settings.load`), then the defaults below. Branches of the tree are TOML
+tables and ``__`` in environment names: ``[terms]`` (:class:`TermSettings`), ``[report]``
+(:class:`ReportSettings`) and ``[train]`` (:class:`pipeline.training.arguments.TrainConfig`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +24,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.training.arguments import TrainConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: DuckDB's memory cap when no settings are at hand (the default of ``duckdb_memory``).
+DEFAULT_DUCKDB_MEMORY = "1GB"
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+#: The TOML file :meth:`Settings.load` reads instead of ``REVSAT_CONFIG``/``revsat.toml``.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("revsat_config_file", default=None)
 
 
 def data_dir() -> Path:
@@ -32,10 +45,27 @@ def models_dir() -> Path:
     return Path(os.environ.get("REVSAT_MODELS_DIR", PROJECT_ROOT / "models"))
 
 
+class TermSettings(BaseModel):
+    """``[terms]``: how complaint terms are ranked and shown (``REVSAT_TERMS__MIN_COUNT=5``)."""
+
+    min_count: int = Field(3, gt=0, description="negative reviews of its dimension a term needs")
+    prior_size: float = Field(1000.0, gt=0, description="pseudo-counts of the log-odds prior")
+    examples: int = Field(3, ge=0, description="example reviews kept per term")
+    example_chars: int = Field(300, gt=0, description="characters kept of an example review")
+
+
+class ReportSettings(BaseModel):
+    """``[report]``: what ``report.html`` shows."""
+
+    quotes: int = Field(3, ge=0, description="negative reviews quoted per dimension without terms")
+    history_runs: int = Field(90, gt=0, description="run dates in the trend chart")
+
+
 class Settings(BaseSettings):
     """Run settings; every field has a default that works on a fresh clone."""
 
-    model_config = SettingsConfigDict(env_prefix="REVSAT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REVSAT_", env_nested_delimiter="__",
+                                      extra="ignore")
 
     model: str = Field(
         "default",
@@ -90,7 +120,8 @@ class Settings(BaseSettings):
     )
     duckdb_name: str = Field("revsat.duckdb", description="DuckDB file name inside --out")
     duckdb_memory: str = Field(
-        "1GB", description="memory cap of DuckDB's merge and roll-up queries (it spills beyond)"
+        DEFAULT_DUCKDB_MEMORY,
+        description="memory cap of DuckDB's merge and roll-up queries (it spills beyond)",
     )
     prior_strength: float = Field(
         10.0, ge=0, description="pseudo-mentions pulling small groups toward the overall index"
@@ -127,6 +158,41 @@ class Settings(BaseSettings):
     fail_on_alerts: bool = Field(False, description="CLI exits 3 when the run raised alerts")
     top_terms: int = Field(10, gt=0, description="complaint terms listed per dimension")
     progress: bool = Field(True, description="show progress bars on stderr")
+    shared_dir: Path | None = Field(
+        None, description="labelled corpora for training and evaluation (default: ../shared "
+        "beside the project); scoring never needs them"
+    )
+    terms: TermSettings = Field(
+        default_factory=lambda: TermSettings(), description="the [terms] table")
+    report: ReportSettings = Field(
+        default_factory=lambda: ReportSettings(), description="the [report] table")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="the [train] table: a training run's arguments"
+    )
+
+    @field_validator("duckdb_memory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        value = value.strip()
+        if not _SIZE.match(value):
+            raise ValueError(f"duckdb_memory {value!r}: use a size such as 512MB or 2GB")
+        return value
+
+    @classmethod
+    def load(cls, config: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings read from ``config`` (a TOML file) instead of ``REVSAT_CONFIG`` /
+        ``revsat.toml``, with ``overrides`` on top (environment variables still apply)."""
+        token = _CONFIG_FILE.set(Path(config) if config is not None else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _CONFIG_FILE.reset(token)
+
+    def model_options(self) -> dict[str, Any]:
+        """The settings that change how a model is loaded and run (they key its cache)."""
+        return self.model_dump(include={"device", "batch_size", "max_chars", "torch_threads",
+                                        "quantize", "backend", "max_windows", "numeric_format",
+                                        "cache_dir"}, mode="json")
 
     @classmethod
     def settings_customise_sources(
@@ -137,9 +203,22 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("REVSAT_CONFIG", "revsat.toml"))
+        toml_file = _CONFIG_FILE.get() or Path(os.environ.get("REVSAT_CONFIG", "revsat.toml"))
         return (
             init_settings,
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
+
+
+def shared_dir(explicit: str | Path | None = None) -> Path | None:
+    """Return the shared corpora folder, or None when it does not exist.
+
+    The first source that is given wins: ``explicit``, then ``shared_dir`` in the settings
+    (``REVSAT_SHARED_DIR`` or ``revsat.toml``), then ``../shared`` next to the project root. A
+    given but missing folder yields None rather than silently falling back to another location.
+    """
+    candidate = explicit if explicit is not None else Settings().shared_dir
+    candidate = Path(candidate) if candidate is not None else PROJECT_ROOT.parent / "shared"
+    candidate = candidate.expanduser()
+    return candidate if candidate.is_dir() else None

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Settings, data_dir
-from pipeline.training.corpora import load_sentiment_corpora, shared_dir
+from pipeline.config import Settings, data_dir, shared_dir
+from pipeline.training.corpora import load_sentiment_corpora
 
 log = logging.getLogger("revsat")
 
@@ -62,9 +62,10 @@ def naive_baseline(model_dir: Path, texts: list[str]) -> float:
     import torch
     from transformers import pipeline
 
-    from pipeline.models.transformer.inference import load_model
+    from pipeline.models.load import load
 
-    model, tokenizer, meta = load_model(model_dir)
+    clf = load(model_dir, Settings(backend="torch"), ensemble=False)
+    model, tokenizer, meta = clf.module, clf.tokenizer, clf.meta
     extractor = pipeline("feature-extraction", model=model.encoder, tokenizer=tokenizer,
                          framework="pt", device="cpu")
     prefix = meta.get("prefix", "query: ")
@@ -80,10 +81,10 @@ def model_only(model: str, texts: list[str], settings: Settings | None = None) -
     """Reviews/s of the classifier alone (what ``model`` does per batch: for the default, the
     transformer and the baseline it is averaged with) on already normalised and segmented
     texts; model loading and a warm-up batch are not timed."""
-    from pipeline.models.load import load_classifier
+    from pipeline.models.load import load
     from pipeline.text.preprocess import preprocess
 
-    clf = load_classifier(model, settings or Settings(model=model))
+    clf = load(model, settings or Settings(model=model))
     data = preprocess(pd.DataFrame({"text": texts}))
     clf.predict_batch(data.head(64))
     t0 = time.perf_counter()
@@ -161,7 +162,7 @@ def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
     """Build the input, run the real flow, time the naive baseline and the CLI's start-up
     figures (``startup_repeats`` 0: skip); return all figures."""
     from flows.score import score_reviews
-    from pipeline.models.load import resolve_model
+    from pipeline.models.load import resolve
 
     work.mkdir(parents=True, exist_ok=True)
     source = work / f"bench-{n}{'-short' if short else ''}.csv"
@@ -186,7 +187,7 @@ def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
         "rows_scored": record["rows_scored"], "rows_rejected": record["rows_rejected"],
         "model_rows": record.get("model_rows"),
     }
-    model_dir = resolve_model(model)
+    model_dir = resolve(model)
     naive_rows = naive_rows if (model_dir / "revsat_model.json").is_file() else 0
     # The first rows only, read once (the input can be a million rows).
     texts = list(pd.read_csv(source, dtype=str, keep_default_na=False,

@@ -81,12 +81,16 @@ def _check_inputs(inputs: list[str]) -> None:
         raise typer.Exit(2)
 
 
-def _check_model(model: str) -> None:
+def _check_model(model: str | None) -> None:
     from pipeline.errors import ModelNotFound
-    from pipeline.models.load import resolve_model
+    from pipeline.models.load import resolve
 
+    if model is None:
+        from pipeline.config import Settings
+
+        model = Settings().model
     try:
-        resolve_model(model)
+        resolve(model)
     except ModelNotFound as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -95,7 +99,9 @@ def _check_model(model: str) -> None:
 # Options shared by score, nightly and serve.
 InputDir = Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
-ModelName = Annotated[str, typer.Option(help="default, accurate, baseline or a model folder")]
+ModelName = Annotated[str | None, typer.Option(
+    help="default, accurate, baseline or a model folder (default: REVSAT_MODEL, `model` in "
+    "revsat.toml, else default)")]
 FilePattern = Annotated[str, typer.Option(help="file name pattern inside the directory")]
 WarehouseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert into")]
 
@@ -104,7 +110,7 @@ WarehouseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL to upsert
 def score(
     inputs: Annotated[list[str], typer.Argument(help="export files, directories or glob patterns")],
     out: OutDir,
-    model: ModelName = "default",
+    model: ModelName = None,
     run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
     text_column: Annotated[str | None, typer.Option(
         help="column holding the review (default: found by name)")] = None,
@@ -149,10 +155,12 @@ def score(
         if v is not None
     }
     parsed_date = _run_date(run_date)
-    settings = Settings(model=model, progress=progress, **overrides)
+    if model is not None:
+        overrides["model"] = model
+    settings = Settings(progress=progress, **overrides)
     _check_task_runner(task_runner)
     _check_inputs(inputs)
-    _check_model(model)
+    _check_model(settings.model)
     from flows.score import score_reviews
     from pipeline.errors import AlertsRaised
 
@@ -160,7 +168,7 @@ def score(
     try:
         with _prefect_api(settings):
             record = score_reviews(
-                inputs, str(out), model=model, run_date=parsed_date,
+                inputs, str(out), run_date=parsed_date,
                 text_column=text_column, id_column=id_column, settings=settings, full=full,
                 task_runner=task_runner, dask_address=dask_address, workers=workers,
                 warehouse=warehouse,
@@ -200,7 +208,7 @@ def _check_task_runner(kind: str) -> None:
 def nightly(
     input_dir: InputDir,
     out: OutDir,
-    model: ModelName = "default",
+    model: ModelName = None,
     pattern: FilePattern = "*",
     run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
     rescore: Annotated[bool, typer.Option(
@@ -236,7 +244,7 @@ def nightly(
 def serve(
     input_dir: InputDir,
     out: OutDir,
-    model: ModelName = "default",
+    model: ModelName = None,
     pattern: FilePattern = "*",
     cron: Annotated[str, typer.Option(help="cron schedule")] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="IANA time zone of the schedule")] = "UTC",
@@ -252,7 +260,9 @@ def serve(
     from flows.nightly import nightly_score
 
     params = {"input_dir": str(Path(input_dir).resolve()) if Path(input_dir).is_dir()
-              else input_dir, "out": str(out.resolve()), "model": model, "pattern": pattern}
+              else input_dir, "out": str(out.resolve()), "pattern": pattern}
+    if model is not None:
+        params["model"] = model
     if warehouse:
         params["warehouse"] = warehouse
     nightly_score.serve(name=name, schedule=Cron(cron, timezone=timezone), parameters=params)
@@ -350,13 +360,18 @@ def train(
 ) -> None:
     """Fine-tune the multi-task transformer (Prefect flow train-model) and evaluate it."""
     _setup_logging(False)
-    from flows.train import load_config, train_model
+    from flows.train import train_model
+    from pipeline.config import Settings
+    from pipeline.training.arguments import TrainConfig
     from pipeline.training.evaluate import summary_table
 
-    cfg = load_config(
-        str(config) if config else None, base=base, out=out, num_layers=layers, epochs=epochs,
-        sentiment_rows=sentiment_rows, teacher=teacher, int8_dynamic=int8,
-    )
+    given = {"base": base, "out": out, "num_layers": layers, "epochs": epochs,
+             "sentiment_rows": sentiment_rows, "teacher": teacher, "int8_dynamic": int8}
+    # The [train] table of --config (else of revsat.toml), then the flags given.
+    cfg = TrainConfig.model_validate({
+        **Settings.load(config).train.model_dump(exclude_unset=True),
+        **{k: v for k, v in given.items() if v is not None},
+    })
     results = train_model(cfg, str(shared) if shared else None)
     typer.echo(summary_table(results).to_string())
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.training.corpora import load_sentiment_corpora, shared_dir
+from pipeline.config import shared_dir
+from pipeline.training.corpora import load_sentiment_corpora
 
 #: Delivery words that mark a negative review as a likely logistics complaint.
 LOGISTICS = re.compile(

@@ -25,6 +25,38 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def read_all(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, list[dict]]:
+    """Read a whole (small) export: all rows and all rejected rows."""
+    from pipeline.ingest.readers import iter_chunks
+
+    frames, rejected = [], []
+    for chunk in iter_chunks(path, chunk_rows):
+        frames.append(chunk.rows)
+        rejected.extend(chunk.rejected)
+    return pd.concat(frames, ignore_index=True), rejected
+
+
+def big_export(path, n: int) -> int:
+    """A synthetic export of ``n`` rows made from the sample, with every 500th text empty."""
+    base = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    base = base[base["text"].str.strip() != ""]
+    rows = base.sample(n=n, replace=True, random_state=1).reset_index(drop=True)
+    rows["review_id"] = [f"B{i:06d}" for i in range(n)]
+    rows.loc[rows.index % 500 == 0, "text"] = ""
+    rows.to_csv(path, index=False)
+    return int((rows.index % 500 == 0).sum())
+
+
+def score_all(out, model, paths, settings=None, **options):
+    """Score ``paths`` with ``model`` through the library's run sequence (no Prefect) and
+    publish; returns the :class:`~pipeline.run.steps.RunResult`."""
+    from pipeline.config import Settings
+    from pipeline.run.steps import score_run
+
+    settings = (settings or Settings(progress=False)).model_copy(update={"model": str(model)})
+    return score_run(out, settings, list(paths), **options)
+
+
 def sample_labelled() -> pd.DataFrame:
     """The bundled sample joined with its hand labels."""
     reviews = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)

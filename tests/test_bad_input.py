@@ -15,14 +15,14 @@ import json
 import duckdb
 import pandas as pd
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, read_all
 
 from pipeline.config import Settings
 from pipeline.errors import InputError, UnsafePath
 from pipeline.ingest import readers
-from pipeline.ingest.readers import iter_chunks, read_all
+from pipeline.ingest.readers import iter_chunks
 from pipeline.retry import backoff_delays, retry
-from pipeline.run.steps import ScoreRun
+from pipeline.run.steps import plan_run
 from pipeline.store.csv_export import export_csv, neutralise
 from pipeline.store.writers import inside, publish_duckdb
 from pipeline.text.preprocess import preprocess
@@ -161,7 +161,7 @@ def test_input_hash_retries_a_transient_read_error(tmp_path, monkeypatch):
     import errno
     import pathlib
 
-    from pipeline.run.part import file_digest
+    from pipeline.ingest.readers import file_digest
 
     path = tmp_path / "a.csv"
     path.write_text("text\n好\n", encoding="utf-8")
@@ -209,12 +209,11 @@ def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
 
 def test_relative_dates_are_not_read_as_today():
     from pipeline.ingest.readers import Chunk, find_columns
-    from pipeline.ingest.validate import IdRegistry, validate_chunk
+    from pipeline.ingest.validate import validate_chunk
 
     frame = pd.DataFrame({"text": ["a", "b"], "created_at": ["now", "Today"],
                           "rating": ["nan", "inf"], "source_row": [0, 1]})
-    v = validate_chunk(Chunk("f.csv", frame), find_columns(list(frame.columns)[:-1]),
-                       IdRegistry())
+    v = validate_chunk(Chunk("f.csv", frame), find_columns(list(frame.columns)[:-1]))
     assert v.accepted["created_at"].isna().all() and v.accepted["rating"].isna().all()
     assert len(v.warnings) == 4
 
@@ -253,9 +252,9 @@ def test_inside_refuses_escapes(tmp_path):
 
 @pytest.mark.parametrize("name", ["../evil.duckdb", "/tmp/revsat-evil.duckdb"])
 def test_duckdb_name_outside_out_fails_before_scoring(tmp_path, tiny_baseline_dir, name):
-    settings = Settings(progress=False, duckdb_name=name)
+    settings = Settings(model=str(tiny_baseline_dir), progress=False, duckdb_name=name)
     with pytest.raises(UnsafePath):
-        ScoreRun(tmp_path / "out", str(tiny_baseline_dir), settings, [SAMPLE])
+        plan_run(tmp_path / "out", settings, [SAMPLE])
     assert not (tmp_path / "evil.duckdb").exists()
     assert not list((tmp_path / "out").glob(".revsat/snapshots/*"))
 
@@ -278,7 +277,7 @@ HOSTILE = {
 
 @pytest.fixture(scope="module")
 def messy_run(tmp_path_factory, tiny_baseline_dir):
-    from test_flow import score_all
+    from conftest import score_all
 
     d = tmp_path_factory.mktemp("messy")
     long_text = "物流很快，质量很好。" * 11_000  # 110,000 characters

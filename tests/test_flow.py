@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,11 +10,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from conftest import SAMPLE
+import pytest
+from conftest import SAMPLE, big_export, score_all
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, REVIEWS_SCHEMA, SENTIMENTS
 from pipeline.config import Settings
-from pipeline.run.steps import ScoreRun
+from pipeline.run.part import score_part
+from pipeline.run.steps import execute, plan_run, read_chunks
 from pipeline.store.writers import current_snapshot
 
 
@@ -77,29 +80,6 @@ def test_satisfaction_covers_groups_and_dimensions(sample_run):
     assert set(sat["grouping"]) >= {"all", "product_id", "category", "day", "lang"}
     assert set(sat["dimension"]) >= {*DIMENSIONS, "overall"}
     assert sat["index"].between(0, 100).all()
-
-
-def big_export(path, n: int) -> int:
-    """A synthetic export of ``n`` rows made from the sample, with every 500th text empty."""
-    base = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
-    base = base[base["text"].str.strip() != ""]
-    rows = base.sample(n=n, replace=True, random_state=1).reset_index(drop=True)
-    rows["review_id"] = [f"B{i:06d}" for i in range(n)]
-    rows.loc[rows.index % 500 == 0, "text"] = ""
-    rows.to_csv(path, index=False)
-    return int((rows.index % 500 == 0).sum())
-
-
-def score_all(out, model, paths, settings=None, **kwargs) -> ScoreRun:
-    """Score ``paths`` through the library (no Prefect) and publish."""
-    settings = settings or Settings(progress=False)
-    run = ScoreRun(out, str(model), settings, list(paths), **kwargs)
-    for path in paths:
-        for chunk, order, index in run.chunks(path):
-            run.score_chunk(chunk, order, index)
-    run.finish()
-    run.update_cache_and_clean()
-    return run
 
 
 def test_ten_thousand_rows_conserve(tmp_path, tiny_baseline_dir):
@@ -166,6 +146,9 @@ def test_duplicate_ids_across_chunks_and_files(tmp_path, tiny_baseline_dir):
     assert sorted(reviews["review_id"]) == ["1", "2", "3", "9"]
     assert reviews.set_index("review_id").loc["1", "text"] == "好"
     assert len(rejected) == 2 and rejected["reason"].str.contains("first seen in").all()
+    # one rule, one payload: a rejected duplicate keeps its values as exported
+    assert [json.loads(r) for r in rejected.sort_values("source_file")["raw"]] == [
+        {"id": "1", "text": "again"}, {"id": "2", "text": "dup"}]
     assert run.stats.rows_in == 6
 
 
@@ -173,13 +156,23 @@ def test_killed_run_resumes_from_finished_parts(tmp_path, tiny_baseline_dir):
     export = tmp_path / "big.csv"
     big_export(export, 3_000)
     settings = Settings(chunk_rows=500, progress=False)
-    first = ScoreRun(tmp_path / "out", str(tiny_baseline_dir), settings, [export])
-    for chunk, order, index in first.chunks(export):
-        if index == 3:
-            break  # the process "dies" here: 3 parts finished, nothing published
-        first.score_chunk(chunk, order, index)
-    first.abort()
+    settings = settings.model_copy(update={"model": str(tiny_baseline_dir)})
+
+    class Died(Exception):
+        pass
+
+    def dies_after_three_parts(plan, stats):
+        for n, (chunk, columns, order, index) in enumerate(read_chunks(plan, export, stats)):
+            if n == 3:
+                raise Died  # the process "dies" here: 3 parts finished, nothing published
+            stats.add(score_part(chunk, columns, order, index, plan.spec))
+
+    plan = plan_run(tmp_path / "out", settings, [export])
+    with pytest.raises(Died):
+        execute(plan, score=dies_after_three_parts)  # the flow's own sequence and abort path
     assert not (tmp_path / "out" / "reviews.parquet").exists()
+    assert not list((tmp_path / "out").glob(".revsat/snapshots/*"))  # the abort dropped it
+    assert len(list(plan.parts_dir.glob("*.done.json"))) == 3
     resumed = score_all(tmp_path / "out", tiny_baseline_dir, [export], settings)
     assert resumed.stats.parts_reused == 3
     score_all(tmp_path / "clean", tiny_baseline_dir, [export], settings)

@@ -1,9 +1,10 @@
 """Property-based tests: generated messy exports never crash a run and always conserve rows.
 
 Budget: ``WELL_FORMED_EXAMPLES`` + ``JUNK_EXAMPLES`` generated exports per test session
-(deadline off). Each example goes through the library like a real run (read, validate,
-normalise, segment, classify with the tiny baseline, write parts, merge with the run-wide
-duplicate rule) and the run's own conservation check; nothing is published.
+(deadline off). Each example goes through the run sequence the flow uses
+(:func:`pipeline.run.steps.execute`: read, validate, normalise, segment, classify with the
+tiny baseline, write parts, merge with the run-wide duplicate rule and the run's own
+conservation checks, roll up, report, publish).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.run.steps import ScoreRun
+from pipeline.run.steps import RunStats, score_run
 
 WELL_FORMED_EXAMPLES = 120
 JUNK_EXAMPLES = 80
@@ -44,19 +45,13 @@ row = st.fixed_dictionaries({
 })
 
 
-def _run(paths: list[Path], model: Path) -> tuple[ScoreRun, pd.DataFrame]:
-    out = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    run = ScoreRun(out, str(model), Settings(chunk_rows=7, progress=False), paths)
-    try:
-        for path in paths:
-            for chunk, order, index in run.chunks(path):
-                run.score_chunk(chunk, order, index)
-        run.close_tables()  # merges the parts and checks rows in = scored + rejected
-        reviews = pd.read_parquet(run.staging.path("reviews.parquet"),
+def _run(paths: list[Path], model: Path) -> tuple[RunStats, pd.DataFrame]:
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as out:
+        settings = Settings(model=str(model), chunk_rows=7, progress=False)
+        result = score_run(out, settings, paths)
+        reviews = pd.read_parquet(Path(out) / "reviews.parquet",
                                   columns=["source_file", "source_row", "text"])
-    finally:
-        run.abort()
-    return run, reviews
+    return result.stats, reviews
 
 
 def _write(rows: list[dict], fmt: str, encoding: str, directory: Path) -> Path:
@@ -83,9 +78,8 @@ def _write(rows: list[dict], fmt: str, encoding: str, directory: Path) -> Path:
 def test_well_formed_messy_exports_conserve_every_row(tiny_baseline_dir, rows, fmt, encoding):
     with tempfile.TemporaryDirectory() as d:
         path = _write(rows, fmt, encoding, Path(d))
-        run, reviews = _run([path], tiny_baseline_dir)
+        s, reviews = _run([path], tiny_baseline_dir)
         utf8 = _is_utf8(path)
-    s = run.stats
     assert not s.failed_files, s.failed_files
     assert s.rows_in == len(rows) == s.rows_scored + s.rows_rejected
     for source_row, text in zip(reviews["source_row"], reviews["text"], strict=True):
@@ -119,11 +113,10 @@ def test_junk_never_crashes_and_conserves(tiny_baseline_dir, lines, suffix, seco
         good = _write(second, "csv", "utf-8", Path(d)) if second else None
         paths = [path, good] if good else [path]
         try:
-            run, _ = _run(paths, tiny_baseline_dir)
+            s, _ = _run(paths, tiny_baseline_dir)
         except InputError as exc:  # every file failed: a clear error, nothing published
             assert good is None and "no input file could be read" in str(exc)
             return
-    s = run.stats
     assert s.rows_in == s.rows_scored + s.rows_rejected
     # A junk file may fail as a whole (e.g. empty); a well-formed file beside it never does.
     assert good is None or str(good) not in s.failed_files

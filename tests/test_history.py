@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 
 from pipeline.analytics import trends as history
 from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
-from pipeline.catalog import DIMENSIONS
+from pipeline.catalog import DIMENSIONS, TABLES
+from pipeline.store import history as store
+from pipeline.store.duck import tables
+from pipeline.store.writers import duckdb_transaction
 
 EQUAL = {d: 0.25 for d in DIMENSIONS}
 
@@ -99,16 +102,21 @@ def test_benjamini_hochberg_matches_scipy():
     assert np.allclose(q[ok], stats.false_discovery_control(p[ok]))
 
 
+def _append(db, run_date, sources) -> None:
+    with duckdb_transaction(db) as con:
+        store.write_history(con, run_date, sources)
+
+
 def test_rerunning_a_date_replaces_it_atomically(tmp_path):
     db = tmp_path / "h.duckdb"
     sat = synthetic_run(tmp_path, "a", n=300)
     src = tmp_path / "sat.parquet"
     sat.assign(run_date=pd.Timestamp("2026-11-14")).to_parquet(src)
     for _ in range(2):
-        history.append_history(db, date(2026, 11, 14), {"history_satisfaction": src})
+        _append(db, date(2026, 11, 14), {"history_satisfaction": src})
     src2 = tmp_path / "sat2.parquet"
     sat.assign(run_date=pd.Timestamp("2026-11-15"), extra=1).to_parquet(src2)
-    history.append_history(db, date(2026, 11, 15), {"history_satisfaction": src2})
+    _append(db, date(2026, 11, 15), {"history_satisfaction": src2})
     con = duckdb.connect(str(db))
     counts = dict(con.execute("SELECT run_date, count(*) FROM history_satisfaction GROUP BY 1")
                   .fetchall())
@@ -116,11 +124,11 @@ def test_rerunning_a_date_replaces_it_atomically(tmp_path):
     assert counts == {date(2026, 11, 14): len(sat), date(2026, 11, 15): len(sat)}
     # A failing write inside the transaction leaves the table as it was.
     with pytest.raises(duckdb.Error):
-        history.append_history(db, date(2026, 11, 15), {
+        _append(db, date(2026, 11, 15), {
             "history_satisfaction": src2, "history_drivers": tmp_path / "missing.parquet"})
     con = duckdb.connect(str(db))
     assert con.execute("SELECT count(*) FROM history_satisfaction").fetchone()[0] == 2 * len(sat)
-    assert "history_drivers" not in history._tables(con)
+    assert "history_drivers" not in tables(con)
     con.close()
 
 
@@ -130,7 +138,7 @@ def _history_counts(db) -> dict[str, dict]:
         return {
             table: dict(con.execute(f"SELECT run_date, count(*) FROM {table} GROUP BY 1")
                         .fetchall())
-            for table in history.HISTORY_TABLES
+            for table in (t.history for t in TABLES.values() if t.history)
         }
     finally:
         con.close()

@@ -25,8 +25,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from conftest import ROOT
-from test_flow import big_export
+from conftest import ROOT, big_export
 
 from pipeline.catalog import REVIEWS_SCHEMA
 
@@ -36,13 +35,14 @@ ROWS, CHUNK = 20_000, 1_000
 FILES = ("reviews.parquet", "rejected.parquet", "warnings.parquet", "satisfaction.parquet",
          "report.html", "run.json")
 
-# The library run, as a separate process (no Prefect: start-up would dominate the timings).
+# The run sequence the flow uses, as a separate process (no Prefect: start-up would dominate
+# the timings).
 DRIVER = f"""
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from pipeline.config import Settings
-from pipeline.run.steps import ScoreRun
+from pipeline.run.steps import score_run
 out, model, export = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 if len(sys.argv) > 5:  # fault injection inside publication: SIGKILL ourselves at that point
     import os, signal
@@ -53,12 +53,8 @@ if len(sys.argv) > 5:  # fault injection inside publication: SIGKILL ourselves a
         writers._flip = die
     elif sys.argv[5] == "after-flip":  # files flipped, journal not yet removed
         writers._fsync_dir = die
-run = ScoreRun(out, model, Settings(chunk_rows={CHUNK}, progress=False), [export])
-for chunk, order, index in run.chunks(export):
-    run.score_chunk(chunk, order, index)
-run.finish()
-run.update_cache_and_clean()
-print("parts_reused", run.stats.parts_reused, "cached", run.stats.cached)
+result = score_run(out, Settings(model=model, chunk_rows={CHUNK}, progress=False), [export])
+print("parts_reused", result.stats.parts_reused, "cached", result.stats.cached)
 """
 
 
@@ -190,7 +186,7 @@ def test_sigkill_inside_publication(tmp_path, tiny_baseline_dir, fault):
     """The one window where the DuckDB file and the output files could disagree: a kill
     between the database commit and the file flip (or right after the flip). Files are
     all-old or all-new, never mixed, and the next run completes the publication first."""
-    from pipeline.analytics import trends as history
+    from pipeline.store import history
     from pipeline.store.writers import current_snapshot, recover
 
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
+
 from pipeline.store import ledger
 
 
@@ -36,7 +38,10 @@ def test_ledger_new_seen_and_changed(tmp_path):
     (inbox / "copy.csv").write_bytes(b.read_bytes())
     assert [f.path for f in ledger.new_files(db, ledger.discover(inbox))] == [a]
 
-    assert ledger.forget(db, date(2026, 11, 15)) == 1
+    # Entries removed from the ledger (by hand: `--rescore` is the supported way) are new again.
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM ledger WHERE run_date = ?", [date(2026, 11, 15)])
+    con.close()
     assert {f.path.name for f in ledger.new_files(db, ledger.discover(inbox))} == {
         "2026-11-14.csv", "2026-11-15.csv"}  # copy.csv has b's bytes: returned once
 
@@ -59,7 +64,6 @@ def test_nightly_flow_scores_only_new_files(tmp_path, tiny_baseline_dir):
     rerun = nightly_score(str(inbox), str(out), model=str(tiny_baseline_dir),
                           run_date=date(2026, 11, 14), rescore=True)
     assert rerun["rows_scored"] == first["rows_scored"]
-    import duckdb
     con = duckdb.connect(str(out / "revsat.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT count(*), min(run_id) FROM ledger").fetchone() == (

@@ -3,15 +3,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import read_all
 
-from pipeline.ingest.readers import (
-    InputError,
-    detect_encoding,
-    expand_inputs,
-    find_columns,
-    iter_chunks,
-    read_all,
-)
+from pipeline.errors import InputError
+from pipeline.ingest.readers import detect_encoding, expand_inputs, find_columns, iter_chunks
 
 ROWS = pd.DataFrame(
     {

@@ -12,7 +12,8 @@ from conftest import sample_labelled
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.config import Settings, models_dir
-from pipeline.models.load import load_classifier, resolve_model
+from pipeline.models.load import load as load_classifier
+from pipeline.models.load import resolve as resolve_model
 from pipeline.text.preprocess import preprocess
 from pipeline.training.metrics import dimension_metrics
 
@@ -62,15 +63,16 @@ def test_batching_and_length_sorting_do_not_change_results(tiny_model_dir):
 
 
 def test_onnx_backend_equals_torch(tiny_model_dir):
-    from pipeline.models.transformer.inference import onnx_available, resolve_backend
+    from pipeline.models.transformer.backends import onnx_available, resolve_backend
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
     data = preprocess(sample_labelled())  # zh, en, mixed, emoji, long and empty-ish rows
     runs = {b: load_classifier(str(tiny_model_dir), Settings(backend=b)) for b in
             ("torch", "onnx", "auto")}
-    assert runs["onnx"].onnx is not None and runs["torch"].onnx is None
-    assert runs["auto"].backend == "onnx"
+    assert runs["onnx"].backend.name == "onnx" and runs["torch"].backend.name == "torch"
+    assert runs["onnx"].module is None  # ONNX Runtime holds the only copy of the weights
+    assert runs["auto"].backend.name == "onnx"
     a, b = runs["torch"].predict_batch(data), runs["onnx"].predict_batch(data)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-4)
@@ -82,14 +84,14 @@ def test_onnx_backend_equals_torch(tiny_model_dir):
 
 
 def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
-    from pipeline.models.transformer.inference import onnx_available
+    from pipeline.models.transformer.backends import onnx_available
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
     data = preprocess(sample_labelled())
     fp32 = load_classifier(str(tiny_model_dir), Settings(backend="onnx"))
     int8 = load_classifier(str(tiny_model_dir), Settings(backend="onnx", quantize=True))
-    assert int8.onnx.quantized and not fp32.onnx.quantized
+    assert int8.backend.quantized and not fp32.backend.quantized
     a, b = fp32.predict_batch(data), int8.predict_batch(data)
     for name in a:
         np.testing.assert_allclose(b[name].sum(axis=1), 1.0, atol=1e-5)
@@ -102,7 +104,7 @@ def test_int8_quantiser_replaces_the_float_matmuls(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from pipeline.models.transformer.inference import _int8, onnx_available
+    from pipeline.models.transformer.backends import int8_onnx, onnx_available
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
@@ -114,7 +116,7 @@ def test_int8_quantiser_replaces_the_float_matmuls(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "fp32.onnx")
-    quantized = onnx.load(_int8(tmp_path / "fp32.onnx", tmp_path / "q.onnx"))
+    quantized = onnx.load(int8_onnx(tmp_path / "fp32.onnx", tmp_path / "q.onnx"))
     ops = {n.op_type for n in quantized.graph.node}
     assert "MatMul" not in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, ops
 
@@ -194,13 +196,11 @@ def test_shipped_model_reads_chinese_english_and_mixed(name):
 def test_long_reviews_are_read_as_windows(tiny_model_dir):
     """A review past the token limit is read whole: its verdict at the end changes the result
     with windows and not without; a short review is unaffected by the setting."""
-    from pipeline.models.transformer.inference import TransformerClassifier
-
     filler = "The box arrived and I unpacked it and set it up on the desk next to the lamp. " * 12
     texts = [filler + "Terrible, broken, awful, refund!", filler + "Excellent, perfect, love it!",
              "Great phone, fast delivery."]
-    one = TransformerClassifier.load(tiny_model_dir, max_windows=1, backend="torch")
-    many = TransformerClassifier.load(tiny_model_dir, max_windows=4, backend="torch")
+    one = load_classifier(tiny_model_dir, Settings(max_windows=1, backend="torch"))
+    many = load_classifier(tiny_model_dir, Settings(max_windows=4, backend="torch"))
     rows, owner = many._windows(many.tokenizer([many.prefix + t for t in texts])["input_ids"])
     assert np.bincount(owner)[2] == 1 and np.bincount(owner)[0] > 1
     assert max(len(r) for r in rows) <= many.max_length

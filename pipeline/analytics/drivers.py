@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
+from pipeline.config import DEFAULT_DUCKDB_MEMORY
 from pipeline.store import duck
 
 #: Polarity encodings of the response and the predictors (see the module docstring).
@@ -84,17 +85,15 @@ def normalise(weights: dict[str, float]) -> dict[str, float]:
     return {d: v / total for d, v in values.items()}
 
 
-def label_combinations(reviews_parquet: Path) -> pd.DataFrame:
+def label_combinations(reviews_parquet: Path,
+                       memory_limit: str = DEFAULT_DUCKDB_MEMORY) -> pd.DataFrame:
     """Count reviews per distinct (sentiment, dimension labels) combination, in DuckDB."""
-    src = "read_parquet('" + str(reviews_parquet).replace("'", "''") + "')"
     cols = ", ".join(["sentiment", *DIMENSIONS])
-    con = duck.connect()
-    try:
+    with duck.connect(memory_limit) as con:
+        duck.register_parquet(con, "reviews", reviews_parquet)
         return con.execute(
-            f"SELECT {cols}, count(*) AS n FROM {src} GROUP BY ALL ORDER BY ALL"
+            f"SELECT {cols}, count(*) AS n FROM reviews GROUP BY ALL ORDER BY ALL"
         ).df()
-    finally:
-        con.close()
 
 
 def fit_drivers(
@@ -146,9 +145,10 @@ def driver_weights(
     alpha: float = 1.0,
     min_mentions: int = 30,
     min_reviews: int = 200,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> DriverWeights:
     """The run's composite weights: ``configured`` when given, else :func:`fit_drivers`."""
-    combos = label_combinations(reviews_parquet)
+    combos = label_combinations(reviews_parquet, memory_limit)
     fitted = fit_drivers(combos, alpha, min_mentions, min_reviews)
     if configured:
         # Keep the fitted coefficients for reference: they show what the data would suggest.

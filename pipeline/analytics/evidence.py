@@ -28,21 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from pipeline.catalog import DIMENSIONS
+from pipeline.catalog import COMPLAINT_TERMS_SCHEMA, DIMENSIONS
+from pipeline.config import DEFAULT_DUCKDB_MEMORY
 from pipeline.store import duck
-
-COMPLAINT_TERMS_SCHEMA = pa.schema(
-    [
-        ("dimension", pa.string()), ("rank", pa.int64()), ("term", pa.string()),
-        ("z", pa.float64()), ("log_odds", pa.float64()),
-        ("target_reviews", pa.int64()), ("background_reviews", pa.int64()),
-        ("target_share", pa.float64()), ("background_share", pa.float64()),
-        ("example_ids", pa.list_(pa.string())), ("example_texts", pa.list_(pa.string())),
-        ("run_id", pa.string()), ("run_date", pa.date32()),
-    ]
-)
 
 #: Tokens never reported as complaint terms (see the module docstring).
 STOP_WORDS = frozenset(
@@ -61,33 +50,28 @@ STOP_WORDS = frozenset(
 )
 
 
-def _src(reviews_parquet: Path) -> str:
-    return "read_parquet('" + str(reviews_parquet).replace("'", "''") + "')"
-
-
 def _keep(term: str) -> bool:
     if term in STOP_WORDS or term.isdigit():
         return False
     return not (len(term) == 1 and term.isascii())
 
 
-def term_counts(reviews_parquet: Path) -> tuple[pd.DataFrame, dict[str, int], int]:
+def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
+                ) -> tuple[pd.DataFrame, dict[str, int], int]:
     """Per term: reviews containing it, overall and among each dimension's negative reviews.
 
     Returns the term table, the number of negative reviews per dimension and the review count.
     """
     neg = ", ".join(f"count(*) FILTER (WHERE {d} = 'negative') AS {d}" for d in DIMENSIONS)
-    con = duck.connect()
-    try:
+    with duck.connect(memory_limit) as con:
+        duck.register_parquet(con, "reviews", reviews_parquet)
         terms = con.execute(
             f"""WITH t AS (SELECT unnest(list_distinct(tokens)) AS term, {", ".join(DIMENSIONS)}
-                           FROM {_src(reviews_parquet)})
+                           FROM reviews)
                 SELECT term, count(*) AS total, {neg} FROM t
                 WHERE term IS NOT NULL AND length(term) > 0 GROUP BY term"""
         ).df()
-        row = con.execute(f"SELECT count(*), {neg} FROM {_src(reviews_parquet)}").fetchone()
-    finally:
-        con.close()
+        row = con.execute(f"SELECT count(*), {neg} FROM reviews").fetchone()
     assert row is not None
     terms = terms[terms["term"].map(_keep)].reset_index(drop=True)
     return terms, dict(zip(DIMENSIONS, map(int, row[1:]), strict=True)), int(row[0])
@@ -141,7 +125,8 @@ def top_terms(
 
 
 def add_examples(
-    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 300
+    top: pd.DataFrame, reviews_parquet: Path, per_term: int = 3, max_chars: int = 300,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
     """Attach ``example_ids``/``example_texts``: the term's most confidently labelled target
     reviews with distinct texts (cut to ``max_chars``)."""
@@ -154,15 +139,15 @@ def add_examples(
         f"WHEN '{d}' THEN r.{d}" for d in DIMENSIONS) + " END"
     conf = "CASE k.dimension " + " ".join(
         f"WHEN '{d}' THEN r.{d}_confidence" for d in DIMENSIONS) + " END"
-    con = duck.connect()
-    try:
+    with duck.connect(memory_limit) as con:
         con.register("k", top[["dimension", "term"]])
+        duck.register_parquet(con, "reviews", reviews_parquet)
         # Distinct texts only: exports often repeat a review under several ids.
         hits = con.execute(
             f"""WITH hits AS (
                   SELECT k.dimension, k.term, r.review_id, left(r.text, {int(max_chars)}) AS text,
                          {conf} AS conf
-                  FROM {_src(reviews_parquet)} r JOIN k
+                  FROM reviews r JOIN k
                     ON {label} = 'negative' AND list_contains(r.tokens, k.term)),
                 uniq AS (
                   SELECT *, row_number() OVER (PARTITION BY dimension, term, text
@@ -175,8 +160,6 @@ def add_examples(
                 SELECT dimension, term, review_id, text FROM ranked
                 WHERE rn <= {int(per_term)} ORDER BY dimension, term, rn"""
         ).df()
-    finally:
-        con.close()
     grouped = hits.groupby(["dimension", "term"], sort=False)
     ids = grouped["review_id"].agg(list)
     texts = grouped["text"].agg(list)
@@ -188,13 +171,15 @@ def add_examples(
 
 def complaint_terms(
     reviews_parquet: Path, run_id: str, run_date: date, top_n: int = 10,
-    min_count: int = 3, prior_size: float = 1000.0,
+    min_count: int = 3, prior_size: float = 1000.0, per_term: int = 3, max_chars: int = 300,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY,
 ) -> pd.DataFrame:
-    """The ``complaint_terms`` table of a run: top terms per dimension with examples."""
-    terms, negatives, reviews = term_counts(reviews_parquet)
+    """The ``complaint_terms`` table of a run: top terms per dimension with up to
+    ``per_term`` examples each (cut to ``max_chars``)."""
+    terms, negatives, reviews = term_counts(reviews_parquet, memory_limit)
     top = add_examples(top_terms(terms, negatives, reviews, top_n, min_count, prior_size),
-                       reviews_parquet)
+                       reviews_parquet, per_term, max_chars, memory_limit)
     top["run_id"] = run_id
     top["run_date"] = run_date
-    return top[COMPLAINT_TERMS_SCHEMA.names] if not top.empty else pd.DataFrame(
-        columns=COMPLAINT_TERMS_SCHEMA.names)
+    names = COMPLAINT_TERMS_SCHEMA.names
+    return top[names] if not top.empty else pd.DataFrame(columns=names)

@@ -52,6 +52,7 @@ import pandas as pd
 from scipy import special
 
 from pipeline.catalog import DIMENSIONS
+from pipeline.config import DEFAULT_DUCKDB_MEMORY
 from pipeline.store import duck
 
 GROUPINGS: dict[str, str] = {
@@ -65,9 +66,10 @@ GROUPINGS: dict[str, str] = {
 }
 
 
-def count_mentions(reviews_parquet: Path) -> pd.DataFrame:
+def count_mentions(reviews_parquet: Path,
+                   memory_limit: str = DEFAULT_DUCKDB_MEMORY) -> pd.DataFrame:
     """Per grouping, group and dimension: review, mention and polarity counts (in DuckDB)."""
-    src = "read_parquet(" + "'" + str(reviews_parquet).replace("'", "''") + "')"
+    src = "reviews"
     parts = []
     for grouping, expr in GROUPINGS.items():
         for dim in (*DIMENSIONS, "overall"):
@@ -81,11 +83,9 @@ def count_mentions(reviews_parquet: Path) -> pd.DataFrame:
                     count(*) FILTER (WHERE {col} = 'neutral') AS neutral
                 FROM {src} WHERE {expr} IS NOT NULL GROUP BY 1, 2, 3"""
             )
-    con = duck.connect()
-    try:
+    with duck.connect(memory_limit) as con:
+        duck.register_parquet(con, src, reviews_parquet)
         return con.execute(" UNION ALL ".join(parts)).df()
-    finally:
-        con.close()
 
 
 def satisfaction_table(

@@ -1,11 +1,5 @@
-"""Run history in the DuckDB file, trends across runs, and alerts.
-
-History
-    Every run appends its tables to ``history_*`` tables of ``--out/revsat.duckdb``, keyed by
-    ``run_date`` (``--run-date``): ``history_runs`` (one row per run date),
-    ``history_satisfaction``, ``history_drivers``, ``history_alerts`` and
-    ``history_complaint_terms``. Re-running a date first deletes that date's rows, in the same
-    transaction as the insert, so a date is never duplicated and a failed write changes nothing.
+"""Trends across runs, and alerts: this run's satisfaction rows against earlier runs' rows
+(read from the history by :func:`pipeline.store.history.load_history`).
 
 Trends (``trends.parquet``)
     For each (grouping, group, dimension) of the run in the groupings ``alert_groupings``
@@ -39,102 +33,17 @@ Alerts (``alerts.parquet``)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy import special
 
-from pipeline.catalog import DIMENSIONS
-from pipeline.store.writers import duckdb_transaction
+from pipeline.catalog import ALERTS_SCHEMA, TRENDS_SCHEMA
 
 #: Keys of a trend row / an alert.
 KEYS = ["grouping", "group", "dimension"]
-
-#: History tables and the run output each one accumulates.
-HISTORY_TABLES = {
-    "history_satisfaction": "satisfaction",
-    "history_drivers": "drivers",
-    "history_alerts": "alerts",
-    "history_complaint_terms": "complaint_terms",
-    "history_runs": "runs",
-}
-
-TRENDS_SCHEMA = pa.schema(
-    [
-        ("grouping", pa.string()), ("group", pa.string()), ("dimension", pa.string()),
-        ("reviews", pa.int64()), ("mentions", pa.int64()),
-        ("index", pa.float64()), ("index_se", pa.float64()), ("complaint_rate", pa.float64()),
-        ("low_confidence", pa.bool_()),
-        ("prev_run_date", pa.date32()), ("prev_reviews", pa.int64()),
-        ("prev_index", pa.float64()), ("prev_index_se", pa.float64()),
-        ("delta_prev", pa.float64()), ("p_prev", pa.float64()),
-        ("prev_complaint_rate", pa.float64()), ("complaint_delta_prev", pa.float64()),
-        ("p_complaint_prev", pa.float64()),
-        ("window_runs", pa.int64()), ("window_index", pa.float64()),
-        ("window_index_se", pa.float64()), ("delta_window", pa.float64()),
-        ("p_window", pa.float64()),
-        ("run_date", pa.date32()), ("run_id", pa.string()),
-    ]
-)
-
-ALERTS_SCHEMA = pa.schema(
-    [
-        ("run_date", pa.date32()), ("run_id", pa.string()),
-        ("grouping", pa.string()), ("group", pa.string()), ("dimension", pa.string()),
-        ("kind", pa.string()), ("prev_run_date", pa.date32()),
-        ("previous", pa.float64()), ("current", pa.float64()), ("change", pa.float64()),
-        ("p_value", pa.float64()), ("q_value", pa.float64()),
-        ("reviews", pa.int64()), ("mentions", pa.int64()), ("message", pa.string()),
-    ]
-)
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
-            .fetchall()}
-
-
-def load_history(
-    db: Path,
-    before: date,
-    table: str = "history_satisfaction",
-    groupings: Sequence[str] | None = None,
-    last_runs: int | None = None,
-) -> pd.DataFrame:
-    """Rows of a history table with ``run_date`` before ``before`` (empty when none), limited
-    to ``groupings`` and to the ``last_runs`` latest run dates when given."""
-    if not db.is_file():
-        return pd.DataFrame()
-    if not table.isidentifier():
-        raise ValueError(f"bad table name {table!r}")
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        if table not in _tables(con):
-            return pd.DataFrame()
-        where, params = ["run_date < ?"], [before]
-        if groupings is not None:
-            where.append(f"grouping IN ({', '.join('?' * len(groupings))})")
-            params += list(groupings)
-        if last_runs is not None:
-            where.append(f"run_date IN (SELECT DISTINCT run_date FROM {table} WHERE run_date < ? "
-                         f"ORDER BY run_date DESC LIMIT {int(last_runs)})")
-            params.append(before)
-        return con.execute(
-            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY run_date", params
-        ).df()
-    finally:
-        con.close()
-
 
 def _two_sided(z: pd.Series) -> pd.Series:
     return pd.Series(2 * special.ndtr(-np.abs(z.to_numpy(dtype=float))), index=z.index)
@@ -156,20 +65,24 @@ def two_proportion_p(x1: pd.Series, n1: pd.Series, x0: pd.Series, n0: pd.Series)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN and is not counted."""
+    """Benjamini-Hochberg adjusted p-values (q-values, as
+    :func:`scipy.stats.false_discovery_control` computes them, without importing scipy.stats:
+    seconds of start-up); NaN stays NaN and is not counted."""
     p = np.asarray(p, dtype=float)
     q = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
-    vals = np.empty(m)
-    vals[order] = ranked
-    q[ok] = vals
+    if ok.any():
+        q[ok] = _bh(p[ok])
     return q
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(p)
+    out[order] = np.clip(ranked, 0, 1)
+    return out
 
 
 def trends(
@@ -273,86 +186,3 @@ def _alert_keys(r) -> dict:
             "reviews": r.reviews, "mentions": r.mentions}
 
 
-def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """``frame`` as an Arrow table of ``schema`` (works for empty frames too)."""
-    if frame.empty:
-        return schema.empty_table()
-    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-
-
-def run_row(record: dict, overall: dict[str, float]) -> pa.Table:
-    """The ``history_runs`` row of a run: its record plus the ``all``-group indices."""
-    row = {
-        "run_date": date.fromisoformat(record["run_date"]),
-        **{k: record.get(k) for k in ("run_id", "started_at", "finished_at", "model_version",
-                                       "tool_version", "rows_in", "rows_scored",
-                                       "rows_rejected", "driver_method", "alerts")},
-        "composite_weights": json.dumps(record.get("composite_weights")),
-        **{f"{dim}_index": overall.get(dim) for dim in ("composite", "overall", *DIMENSIONS)},
-    }
-    return pa.Table.from_pylist([row])
-
-
-def _insert(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table,
-            existing: set[str], replace_date: date | None) -> None:
-    """Create ``name`` if needed, add new columns, optionally delete ``replace_date``'s rows,
-    then insert ``source`` by column name."""
-    if not name.isidentifier():
-        raise ValueError(f"bad table name {name!r}")
-    if isinstance(source, pa.Table):
-        con.register("_src", source)
-        src = "_src"
-    else:
-        src = f"read_parquet({_sql_string(str(source))})"
-    select = (f"SELECT * REPLACE (CAST(run_date AS DATE) AS run_date) FROM {src}"
-              if replace_date is not None else f"SELECT * FROM {src}")
-    if name not in existing:
-        con.execute(f"CREATE TABLE {name} AS {select} LIMIT 0")
-    have = {r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()}
-    for col, typ, *_ in con.execute(f"DESCRIBE {select}").fetchall():
-        if col not in have:
-            con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {typ}')
-    if replace_date is not None:
-        con.execute(f"DELETE FROM {name} WHERE run_date = ?", [replace_date])
-    con.execute(f"INSERT INTO {name} BY NAME {select}")
-    if isinstance(source, pa.Table):
-        con.unregister("_src")
-
-
-def write_history(con: duckdb.DuckDBPyConnection, run_date: date,
-                  sources: dict[str, Path | pa.Table]) -> None:
-    """Replace ``run_date``'s rows of each history table with ``sources`` on ``con`` (inside
-    the caller's transaction).
-
-    ``sources`` maps a history table name to a Parquet file or an Arrow table. Tables are
-    created on first use; columns new to an existing table are added (older rows get null).
-    ``run_date`` columns are stored as DATE.
-    """
-    existing = _tables(con)
-    for name, source in sources.items():
-        _insert(con, name, source, existing, run_date)
-
-
-def write_log(con: duckdb.DuckDBPyConnection, name: str, source: Path | pa.Table) -> None:
-    """Append ``source`` to table ``name`` as is (no replacement), adding new columns."""
-    _insert(con, name, source, _tables(con), None)
-
-
-def append_history(db: Path, run_date: date, sources: dict[str, Path | pa.Table]) -> None:
-    """:func:`write_history` in a transaction of its own on the database file ``db``."""
-    with duckdb_transaction(db) as con:
-        write_history(con, run_date, sources)
-
-
-def run_logged(db: Path, run_id: str) -> bool:
-    """Whether ``db``'s ``runs`` log holds ``run_id`` (its publication transaction committed)."""
-    if not db.is_file():
-        return False
-    con = duckdb.connect(str(db))  # not read-only: a killed writer's WAL may need replaying
-    try:
-        if "runs" not in _tables(con):
-            return False
-        return con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
-                           [run_id]).fetchone()[0] > 0
-    finally:
-        con.close()

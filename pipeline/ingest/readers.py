@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -23,7 +24,7 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.ingest.columns import ColumnMap, find_columns
-from pipeline.retry import backoff_delays, is_transient
+from pipeline.retry import backoff_delays, retry, retry_iter
 
 log = logging.getLogger("revsat")
 
@@ -134,29 +135,28 @@ def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         )
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
-    yielded = failures = 0
-    while True:
-        try:
-            for index, chunk in enumerate(_read(path, suffix, chunk_rows)):
-                if index < yielded:
-                    continue  # already handed out before a transient failure
-                yield chunk
-                yielded += 1
-            return
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}: cannot be decoded as {exc.encoding} at byte {exc.start} ({exc.reason});"
-                " re-export the file as UTF-8"
-            ) from None
-        except Exception as exc:
-            if not is_transient(exc) or failures >= len(READ_RETRY_DELAYS):
-                raise
-            delay = READ_RETRY_DELAYS[failures]
-            failures += 1
-            log.warning("%s: read failed (%s: %s); retry %d/%d in %.1f s, resuming after "
-                        "chunk %d", path, type(exc).__name__, exc, failures,
-                        len(READ_RETRY_DELAYS), delay, yielded)
-            _sleep(delay)
+    try:
+        yield from retry_iter(lambda: _read(path, suffix, chunk_rows), f"reading {path}",
+                              attempts=len(READ_RETRY_DELAYS) + 1, sleep=_sleep)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: cannot be decoded as {exc.encoding} at byte {exc.start} ({exc.reason});"
+            " re-export the file as UTF-8"
+        ) from None
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (streamed): identifies an input across re-runs. A transient
+    read error (network mount) is retried with backoff; a missing file fails at once."""
+
+    def digest_once() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return retry(digest_once, f"hashing {path}")
 
 
 def _read(path: Path, suffix: str, chunk_rows: int) -> Iterator[Chunk]:
@@ -525,15 +525,6 @@ def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
                     encoding="binary")
 
 
-def read_all(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, list[dict]]:
-    """Read a whole (small) export: all rows and all rejected rows. Convenience for tests."""
-    frames, rejected = [], []
-    for chunk in iter_chunks(path, chunk_rows):
-        frames.append(chunk.rows)
-        rejected.extend(chunk.rejected)
-    return pd.concat(frames, ignore_index=True), rejected
-
-
 __all__ = [
     "SUPPORTED",
     "Chunk",
@@ -541,11 +532,10 @@ __all__ = [
     "InputError",
     "detect_encoding",
     "expand_inputs",
+    "file_digest",
     "find_columns",
     "iter_chunks",
-    "read_all",
 ]
-
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:

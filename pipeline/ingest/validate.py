@@ -3,7 +3,9 @@
 Policies (also in the README):
 - empty or whitespace-only text -> rejected;
 - a missing id -> ``h-`` + a hash of the file name and the text (stable across re-runs);
-- a review id already seen earlier in the same run -> rejected, naming the first occurrence;
+- a review id seen earlier in the same run -> rejected, naming the first occurrence: decided
+  once for the whole run when its parts are merged (:func:`pipeline.store.parts.merge_parts`),
+  so every accepted row keeps its original values as ``raw`` for that rejection;
 - an unparseable or out-of-range rating (not 0-5) or date -> the review is scored, the field is
   set to null and a warning row records the original value (nothing is lost, nothing guessed).
 """
@@ -11,6 +13,7 @@ Policies (also in the README):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,30 +43,16 @@ class Validated:
     warnings: list[dict] = field(default_factory=list)
 
 
-class IdRegistry:
-    """Remembers every review id accepted in a run, to reject duplicates across chunks/files."""
-
-    def __init__(self) -> None:
-        self._first: dict[str, tuple[str, int]] = {}
-
-    def claim(self, review_id: str, source_file: str, row: int) -> tuple[str, int] | None:
-        """Record ``review_id``; return the earlier (file, row) if it was already taken."""
-        earlier = self._first.get(review_id)
-        if earlier is None:
-            self._first[review_id] = (source_file, row)
-        return earlier
+def raw_values(rows: pd.DataFrame) -> list[str]:
+    """Each row's input values (``source_row`` left out) as JSON: the ``raw`` of a rejected
+    row."""
+    values = rows.drop(columns="source_row", errors="ignore").to_dict("records")
+    return [json.dumps(v, ensure_ascii=False, default=str) for v in values]
 
 
-def _raw(values: pd.Series) -> str:
-    import json
-
-    return json.dumps(
-        {k: v for k, v in values.items() if k != "source_row"}, ensure_ascii=False, default=str
-    )
-
-
-def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validated:
-    """Validate one raw chunk against ``columns``; duplicates are checked through ``ids``."""
+def validate_chunk(chunk: Chunk, columns: ColumnMap) -> Validated:
+    """Validate one raw chunk against ``columns``. Accepted rows carry their ``raw`` values
+    (see the module doc: duplicates are rejected at merge time, run-wide)."""
     rows = chunk.rows
     rejected = [dict(r, source_file=chunk.source_file) for r in chunk.rejected]
     warnings: list[dict] = []
@@ -71,12 +60,13 @@ def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validat
     text = rows[columns.text] if n else pd.Series([], dtype=object)
     text = text.map(lambda v: v if isinstance(v, str) else "")
     keep = text.str.strip().str.len() > 0
+    raw = pd.Series(raw_values(rows), index=rows.index, dtype=object)
     for idx in rows.index[~keep]:
         rejected.append(
             {
                 "source_file": chunk.source_file,
                 "source_row": int(rows.at[idx, "source_row"]),
-                "raw": _raw(rows.loc[idx]),
+                "raw": raw[idx],
                 "reason": f"empty text in column {columns.text!r}",
             }
         )
@@ -88,28 +78,9 @@ def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validat
     review_ids = [
         g or fallback_id(chunk.source_file, t) for g, t in zip(given, text, strict=True)
     ]
-    keep_rows = []
-    for idx, rid in zip(rows.index, review_ids, strict=True):
-        row_no = int(rows.at[idx, "source_row"])
-        earlier = ids.claim(rid, chunk.source_file, row_no)
-        if earlier is None:
-            keep_rows.append(True)
-            continue
-        keep_rows.append(False)
-        rejected.append(
-            {
-                "source_file": chunk.source_file,
-                "source_row": row_no,
-                "raw": _raw(rows.loc[idx]),
-                "reason": f"duplicate review_id {rid!r}: first seen in {earlier[0]} "
-                f"row {earlier[1]} (first occurrence wins)",
-            }
-        )
-    mask = pd.Series(keep_rows, index=rows.index, dtype=bool)
-    rows, text = rows[mask], text[mask]
     out = pd.DataFrame(
         {
-            "review_id": pd.Series(review_ids, index=mask.index)[mask].astype(object),
+            "review_id": pd.Series(review_ids, index=rows.index, dtype=object),
             "text": text.astype(object),
         }
     )
@@ -122,6 +93,7 @@ def validate_chunk(chunk: Chunk, columns: ColumnMap, ids: IdRegistry) -> Validat
     out["source_file"] = chunk.source_file
     out["source_row"] = rows["source_row"].astype("int64")
     out["content_hash"] = out["text"].map(content_hash)
+    out["raw"] = raw[keep]
     return Validated(out.reset_index(drop=True), rejected, warnings)
 
 

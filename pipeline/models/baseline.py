@@ -1,4 +1,4 @@
-"""TF-IDF + logistic-regression baseline with the same ``predict_proba`` as the transformer.
+"""TF-IDF + logistic-regression baseline with the same ``predict_batch`` as the transformer.
 
 One shared TF-IDF space over token uni- and bi-grams (jieba words for Chinese, words for
 English) and one multinomial logistic regression per output: overall sentiment and each
@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.models.heads import softmax
 
 FORMAT = "revsat-baseline/1"
 
@@ -68,7 +70,9 @@ class TfidfSpace:
 
 
 class BaselineModel:
-    """Scikit-learn baseline. Outputs: ``sentiment`` and one per dimension."""
+    """Scikit-learn baseline with the estimator API (``fit``, ``predict_proba``; nothing happens
+    in ``__init__``). Outputs: ``sentiment`` and one per dimension. It is also a
+    :class:`~pipeline.models.heads.Classifier` (``version``, ``predict_batch``)."""
 
     def __init__(self, c_sentiment: float = 4.0, c_dimension: float = 2.0,
                  max_features: int = 150_000) -> None:
@@ -81,6 +85,7 @@ class BaselineModel:
 
     @property
     def version(self) -> str:
+        """The model version recorded in ``reviews.model_version``."""
         return str(self.metadata.get("version", "baseline"))
 
     def _features(self, tokens: Sequence[Sequence[str]]) -> sparse.csr_matrix:
@@ -140,13 +145,12 @@ class BaselineModel:
         """Probabilities per output: ``sentiment`` (n, 3) in SENTIMENTS order, each dimension
         (n, 4) in DIM_LABELS order."""
         x = self._features(tokens)
-        out = {}
-        for name, (coef, intercept) in self.heads.items():
-            logits = np.asarray(x @ coef.T) + intercept
-            logits -= logits.max(axis=1, keepdims=True)
-            prob = np.exp(logits)
-            out[name] = prob / prob.sum(axis=1, keepdims=True)
-        return out
+        return {name: softmax(np.asarray(x @ coef.T) + intercept)
+                for name, (coef, intercept) in self.heads.items()}
+
+    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
+        """:meth:`predict_proba` of the reviews' ``tokens`` (the :class:`Classifier` call)."""
+        return self.predict_proba(list(reviews["tokens"]))
 
     def save(self, directory: Path) -> Path:
         """Write ``model.json`` and ``weights.npz`` into ``directory``."""

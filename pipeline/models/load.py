@@ -1,45 +1,21 @@
-"""Model-agnostic classification: load a classifier by name or folder, turn probabilities into
-the output columns of ``reviews.parquet``."""
+"""One entry point that loads any model: :func:`load` takes a name (``default``, ``accurate``,
+``baseline``, ``transformer``) or a folder and returns a :class:`~pipeline.models.heads.Classifier`.
+
+A folder holds either the TF-IDF baseline (``model.json`` + ``weights.npz``) or the transformer
+(``config.json`` + ``model.safetensors`` + ``revsat_model.json``, optionally naming a baseline to
+average with: :class:`~pipeline.models.ensemble.EnsembleClassifier`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-import pandas as pd
-
-from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.config import Settings, models_dir
 from pipeline.errors import ModelNotFound
+from pipeline.models.heads import Classifier
 
 
-class Classifier(Protocol):
-    """What the scoring flow needs from a model."""
-
-    version: str
-
-    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Probabilities for ``reviews`` (columns ``text_norm``, ``tokens``, ``lang``):
-        ``sentiment`` (n, 3) in SENTIMENTS order and each dimension (n, 4) in DIM_LABELS order.
-        """
-        ...
-
-
-class BaselineClassifier:
-    """Adapter: the TF-IDF baseline reads tokens."""
-
-    def __init__(self, directory: Path) -> None:
-        from pipeline.models.baseline import BaselineModel
-
-        self.model = BaselineModel.load(directory)
-        self.version = self.model.version
-
-    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        return self.model.predict_proba(list(reviews["tokens"]))
-
-
-def resolve_model(spec: str) -> Path:
+def resolve(spec: str | Path) -> Path:
     """Map a model name (``default``, ``accurate``, ``baseline``, ``transformer``) or folder
     to a folder.
 
@@ -48,9 +24,10 @@ def resolve_model(spec: str) -> Path:
     better dimension detection); ``transformer`` is another name for ``default``.
     """
     root = models_dir()
+    spec = str(spec)
     if spec == "default":
         for name in ("default", "baseline"):
-            if _model_kind(root / name):
+            if kind(root / name):
                 return root / name
         raise ModelNotFound(
             f"no model in {root}: train one with `revsat train-baseline` or pass --model PATH"
@@ -58,7 +35,7 @@ def resolve_model(spec: str) -> Path:
     named = {"baseline": root / "baseline", "transformer": root / "default",
              "accurate": root / "accurate"}
     path = named.get(spec, Path(spec)).expanduser().resolve()
-    if not _model_kind(path):
+    if not kind(path):
         raise ModelNotFound(
             f"model {spec!r}: {path} holds no model (expected model.json for a baseline or "
             "config.json + model.safetensors for a transformer)"
@@ -66,7 +43,8 @@ def resolve_model(spec: str) -> Path:
     return path
 
 
-def _model_kind(path: Path) -> str | None:
+def kind(path: Path) -> str | None:
+    """``baseline``, ``transformer`` or None: what the folder ``path`` holds."""
     if (path / "model.json").is_file() and (path / "weights.npz").is_file():
         return "baseline"
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
@@ -74,19 +52,88 @@ def _model_kind(path: Path) -> str | None:
     return None
 
 
-def load_classifier(spec: str, settings: Settings | None = None) -> Classifier:
-    """Load the classifier named by ``spec`` (see :func:`resolve_model`)."""
-    settings = settings or Settings()
-    path = resolve_model(spec)
-    if _model_kind(path) == "baseline":
-        return BaselineClassifier(path)
-    from pipeline.models.transformer.inference import load_any
+def load(spec: str | Path, settings: Settings | None = None, *,
+         ensemble: bool = True) -> Classifier:
+    """Load the model named by ``spec`` (see :func:`resolve`) with ``settings``' device, batch
+    size, backend, quantisation, threads and windows.
 
-    return load_any(
-        path, device=settings.device, batch_size=settings.batch_size,
-        max_chars=settings.max_chars, quantize=settings.quantize, backend=settings.backend,
-        threads=settings.torch_threads, max_windows=settings.max_windows,
-        numeric=settings.numeric_format, cache_dir=settings.cache_dir,
+    ``ensemble=False`` returns a transformer alone even where its folder names a baseline to
+    average with (a teacher's raw logits, the naive benchmark).
+    """
+    settings = settings or Settings()
+    path = resolve(spec)
+    if kind(path) == "baseline":
+        from pipeline.models.baseline import BaselineModel
+
+        return BaselineModel.load(path)
+    classifier = _transformer(path, settings)
+    extra = classifier.meta.get("ensemble")
+    if not (ensemble and extra):
+        return classifier
+    from pipeline.models.baseline import BaselineModel
+    from pipeline.models.ensemble import EnsembleClassifier
+
+    baseline = BaselineModel.load((path / extra["baseline"]).resolve())
+    return EnsembleClassifier(classifier, baseline, float(extra["weight"]))
+
+
+def _transformer(directory: Path, settings: Settings):
+    """A :class:`~pipeline.models.transformer.inference.TransformerClassifier` for a folder.
+
+    On the CPU with ONNX Runtime (backend ``auto`` or ``onnx``) the folder's ONNX graph runs
+    (exported once per weights file and cached, see :mod:`pipeline.models.transformer.onnx`)
+    in the numeric format ``settings.numeric_format`` picks; ``quantize`` true (or the
+    folder's ``int8_dynamic``) forces int8, false fp32. Neither torch nor transformers is
+    imported on that path. Otherwise the torch module, torch-int8 where quantised."""
+    import logging
+
+    from pipeline.models.transformer.backends import resolve_backend, torch_int8
+    from pipeline.models.transformer.inference import TransformerClassifier
+
+    device, backend, quantize = settings.device, settings.backend, settings.quantize
+    cpu = str(device).startswith("cpu")
+    if resolve_backend(backend, device) == "onnx":
+        try:
+            return _onnx_transformer(directory, settings, quantize)
+        except Exception as exc:
+            if backend == "onnx":
+                raise
+            logging.getLogger("revsat").warning(
+                "ONNX graph unavailable (%s: %s); using torch", type(exc).__name__, exc)
+    from pipeline.models.transformer import persistence
+
+    model, tokenizer, meta = persistence.load(directory)
+    if quantize is None:
+        quantize = bool(meta.get("int8_dynamic", False)) and cpu
+    if quantize:
+        model = torch_int8(model)
+    return TransformerClassifier(
+        model, tokenizer, meta, device, settings.batch_size, settings.max_chars, "torch",
+        settings.torch_threads, settings.max_windows, format_reason="torch backend",
+    )
+
+
+def _onnx_transformer(directory: Path, settings: Settings, quantize: bool | None):
+    import json
+
+    from pipeline.models.heads import HEADS
+    from pipeline.models.transformer import onnx as ox
+    from pipeline.models.transformer.backends import OnnxBackend
+    from pipeline.models.transformer.inference import TransformerClassifier
+    # persistence.META_FILE, read without importing torch
+    meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    if quantize is None and meta.get("int8_dynamic"):
+        quantize = True
+    requested = "int8" if quantize else "fp32" if quantize is False else settings.numeric_format
+    fmt, reason = ox.choose_format(requested, meta)
+    engine = OnnxBackend(ox.find_graph(directory, fmt, settings.cache_dir),
+                         settings.torch_threads, fmt)
+    return TransformerClassifier(
+        None, ox.FastTokenizer(directory), meta, settings.device, settings.batch_size,
+        settings.max_chars, "onnx", settings.torch_threads, settings.max_windows,
+        engine=engine, format_reason=reason,
     )
 
 
@@ -94,25 +141,13 @@ def inference_info(classifier) -> dict:
     """Engine, numeric format (and why) and the CPU it was chosen for: stated in run.json."""
     from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
 
+    inner = getattr(classifier, "transformer", classifier)
+    backend = getattr(inner, "backend", None)
     flags = cpu_flags()
-    wanted = sorted({f for names in FORMAT_FLAGS.values() for f in names} & flags)
     return {
-        "backend": getattr(classifier, "backend", "baseline"),
-        "numeric_format": getattr(classifier, "numeric_format", "fp64"),
-        "format_reason": getattr(classifier, "format_reason", "TF-IDF baseline (numpy)"),
+        "backend": getattr(backend, "name", "baseline"),
+        "numeric_format": getattr(inner, "numeric_format", "fp64"),
+        "format_reason": getattr(inner, "format_reason", "TF-IDF baseline (numpy)"),
         "cpu": cpu_model(),
-        "cpu_flags": wanted,
+        "cpu_flags": sorted({f for names in FORMAT_FLAGS.values() for f in names} & flags),
     }
-
-
-def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Probabilities -> ``sentiment``, ``p_*``, and per dimension the label + confidence."""
-    sent = probs["sentiment"]
-    out = {"sentiment": np.asarray(SENTIMENTS, dtype=object)[sent.argmax(axis=1)]}
-    for i, name in enumerate(SENTIMENTS):
-        out[f"p_{name}"] = sent[:, i].astype(np.float64)
-    for dim in DIMENSIONS:
-        p = probs[dim]
-        out[dim] = np.asarray(DIM_LABELS, dtype=object)[p.argmax(axis=1)]
-        out[f"{dim}_confidence"] = p.max(axis=1).astype(np.float64)
-    return pd.DataFrame(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from pipeline.catalog import DIMENSIONS
+from pipeline.catalog import DIMENSIONS, TABLES
 from pipeline.report import charts
 
 
@@ -31,6 +31,7 @@ def render_report(
     terms: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
     max_products: int = 20,
+    quotes: int = 3,
 ) -> Path:
     """Write the report for one run to ``path``.
 
@@ -38,7 +39,8 @@ def render_report(
     for a dimension without complaint terms, ``rejected`` the rejected rows (reason counts are
     shown). The keyword tables are the run's ``drivers``, ``trends``, ``alerts`` and
     ``complaint_terms`` and the ``history_satisfaction`` rows of earlier runs; each section is
-    shown with an explanatory note when its table is missing or empty.
+    shown with an explanatory note when its table is missing or empty. ``quotes`` negative
+    reviews are quoted per dimension that has no complaint terms.
     """
     overview = satisfaction[satisfaction["grouping"] == "all"].set_index("dimension")
     overview = overview.reindex([d for d in charts.ORDER if d in overview.index])
@@ -50,7 +52,7 @@ def render_report(
         for dim in DIMENSIONS
     }
     examples = {
-        dim: reviews_sample[reviews_sample[dim] == "negative"]["text"].head(3).tolist()
+        dim: reviews_sample[reviews_sample[dim] == "negative"]["text"].head(quotes).tolist()
         for dim in DIMENSIONS
         if dim in reviews_sample and not term_groups[dim]
     }
@@ -91,6 +93,49 @@ def render_report(
     )
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def render_run_report(path: Path, run: dict, satisfaction: pd.DataFrame, tables_dir: Path,
+                      history: pd.DataFrame | None = None, quotes: int = 3) -> Path:
+    """:func:`render_report` from a run's staged tables in ``tables_dir`` (``<name>.parquet``):
+    ``quotes`` negative reviews per dimension are read, never every text."""
+    def staged(name: str) -> Path:
+        return tables_dir / TABLES[name].file
+
+    tables = {name: pd.read_parquet(staged(name))
+              for name in ("drivers", "trends", "alerts", "complaint_terms")
+              if staged(name).is_file()}
+    return render_report(
+        path, run, satisfaction, first_complaints(staged("reviews"), quotes),
+        pd.read_parquet(staged("rejected"), columns=["reason"]),
+        drivers=tables.get("drivers"), trends=tables.get("trends"),
+        alerts=tables.get("alerts"), terms=tables.get("complaint_terms"), history=history,
+        quotes=quotes,
+    )
+
+
+def first_complaints(reviews: Path, per_dimension: int = 3) -> pd.DataFrame:
+    """The first ``per_dimension`` reviews (file order) that are negative on each dimension,
+    read batch by batch: the report quotes a few, so a million-row run never loads every text.
+    """
+    import pyarrow.parquet as pq
+
+    found: list[pd.DataFrame] = []
+    need = dict.fromkeys(DIMENSIONS, per_dimension)
+    for batch in pq.ParquetFile(reviews).iter_batches(batch_size=50_000,
+                                                      columns=["text", *DIMENSIONS]):
+        frame = batch.to_pandas()
+        keep = pd.Series(False, index=frame.index)
+        for dim in DIMENSIONS:
+            if need[dim]:
+                hits = frame.index[frame[dim] == "negative"][: need[dim]]
+                keep.loc[hits] = True
+                need[dim] -= len(hits)
+        found.append(frame[keep])
+        if not any(need.values()):
+            break
+    return (pd.concat(found, ignore_index=True) if found
+            else pd.DataFrame(columns=["text", *DIMENSIONS]))
 
 
 def _run_series(satisfaction: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:

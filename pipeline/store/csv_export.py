@@ -12,20 +12,18 @@ Excel shows Chinese correctly, written aside and renamed into place, and always 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.store.writers import inside
+from pipeline.catalog import OUTPUTS
+from pipeline.store.writers import inside, replacing
 
 #: Leading characters that make a spreadsheet cell a formula (OWASP list + full-width forms).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
 
-#: Tables ``revsat export`` can write.
-EXPORTABLE = ("reviews", "rejected", "warnings", "satisfaction", "drivers", "trends",
-              "alerts", "complaint_terms")
+#: Tables ``revsat export`` can write: the published outputs.
+EXPORTABLE = tuple(t.name for t in OUTPUTS)
 
 
 def neutralise(value: object) -> object:
@@ -48,16 +46,10 @@ def export_csv(out_dir: Path, table: str, batch_rows: int = 50_000) -> Path:
         raise FileNotFoundError(f"{source}: no such table; run `revsat score` first")
     target = inside(out_dir, f"{table}.csv")
     parquet = pq.ParquetFile(source)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(parquet.schema_arrow.names)
-            for batch in parquet.iter_batches(batch_size=batch_rows):
-                columns = [[neutralise(v) for v in col.to_pylist()] for col in batch.columns]
-                writer.writerows(zip(*columns, strict=True))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(target) as tmp, tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(parquet.schema_arrow.names)
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            columns = [[neutralise(v) for v in col.to_pylist()] for col in batch.columns]
+            writer.writerows(zip(*columns, strict=True))
     return target

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.ingest.readers import SUPPORTED
-from pipeline.run.part import file_digest
+from pipeline.ingest.readers import SUPPORTED, file_digest
+from pipeline.store.duck import file_tables
 
-__all__ = ["InputFile", "discover", "file_digest", "forget", "new_files", "record"]
+__all__ = ["InputFile", "discover", "file_digest", "new_files", "record"]
 
 TABLE = "ledger"
 _DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (path VARCHAR, sha256 VARCHAR, size BIGINT, "
@@ -28,6 +28,8 @@ _DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (path VARCHAR, sha256 VARCHAR, size
 
 @dataclass(frozen=True)
 class InputFile:
+    """An export file with the hash and size that identify it in the ledger."""
+
     path: Path
     sha256: str
     size: int
@@ -50,17 +52,10 @@ def discover(source: str | Path, pattern: str = "*") -> list[Path]:
 
 def seen_hashes(db: Path) -> set[str]:
     """Hashes already in the ledger (empty when the database or the table does not exist)."""
-    if not db.is_file():
+    if TABLE not in file_tables(db):
         return set()
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        tables = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
-        if TABLE not in tables:
-            return set()
+    with duckdb.connect(str(db), read_only=True) as con:
         return {r[0] for r in con.execute(f"SELECT sha256 FROM {TABLE}").fetchall()}
-    finally:
-        con.close()
 
 
 def new_files(db: Path, paths: list[Path]) -> list[InputFile]:
@@ -82,8 +77,7 @@ def record(db: Path, files: list[InputFile], run_id: str, run_date: date) -> Non
     if not files:
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db))
-    try:
+    with duckdb.connect(str(db)) as con:
         con.execute("BEGIN TRANSACTION")
         con.execute(_DDL)
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -94,20 +88,3 @@ def record(db: Path, files: list[InputFile], run_id: str, run_date: date) -> Non
                 [str(f.path), f.sha256, f.size, now, run_id, run_date, f.sha256],
             )
         con.execute("COMMIT")
-    finally:
-        con.close()
-
-
-def forget(db: Path, run_date: date) -> int:
-    """Remove ``run_date``'s entries so that date's files are scored again; returns how many."""
-    if not db.is_file():
-        return 0
-    con = duckdb.connect(str(db))
-    try:
-        con.execute(_DDL)
-        n = con.execute(f"SELECT count(*) FROM {TABLE} WHERE run_date = ?", [run_date]
-                        ).fetchone()[0]
-        con.execute(f"DELETE FROM {TABLE} WHERE run_date = ?", [run_date])
-        return int(n)
-    finally:
-        con.close()

@@ -24,23 +24,13 @@ import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
-#: Warehouse tables (same names as in the DuckDB file) and their keys. Tables absent from the
-#: DuckDB file are skipped; a key column a table lacks is left out of its key.
-TABLE_KEYS: dict[str, list[str]] = {
-    "reviews": ["review_id"],
-    "satisfaction": ["run_date", "grouping", "group", "dimension"],
-    "history_satisfaction": ["run_date", "grouping", "group", "dimension"],
-    "trends": ["run_date", "grouping", "group", "dimension"],
-    "alerts": ["run_date", "grouping", "group", "dimension", "kind"],
-    "history_alerts": ["run_date", "grouping", "group", "dimension", "kind"],
-    "drivers": ["run_date", "dimension"],
-    "history_drivers": ["run_date", "dimension"],
-    "complaint_terms": ["run_date", "dimension", "term"],
-    "history_complaint_terms": ["run_date", "dimension", "term"],
-    "runs": ["run_id"],
-    "history_runs": ["run_date"],
-    "ledger": ["sha256"],
-}
+from pipeline.catalog import TABLES
+from pipeline.store.duck import file_tables
+
+#: Warehouse tables (same names as in the DuckDB file) and their keys: every table of the
+#: catalog with a key. Tables absent from the DuckDB file are skipped; a key column a table
+#: lacks is left out of its key.
+TABLE_KEYS: dict[str, list[str]] = {t.name: list(t.key) for t in TABLES.values() if t.key}
 
 BATCH_ROWS = 5_000
 
@@ -143,15 +133,6 @@ def _batches(db: Path, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     return reader.schema, gen()
 
 
-def duckdb_tables(db: Path) -> set[str]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
-    finally:
-        con.close()
-
-
 def export_duckdb(db: Path, url: str, tables: Iterable[str] | None = None,
                   method: str = "auto") -> dict[str, int]:
     """Upsert the tables of the DuckDB file ``db`` into the database at ``url``.
@@ -160,7 +141,7 @@ def export_duckdb(db: Path, url: str, tables: Iterable[str] | None = None,
     ``auto`` uses the dialect's ``ON CONFLICT`` where it has one; ``delete-insert`` forces the
     generic path. Returns rows written per table. Each table is one transaction.
     """
-    present = duckdb_tables(db)
+    present = file_tables(db)
     wanted = [t for t in (tables or TABLE_KEYS) if t in present]
     engine = sa.create_engine(url)
     written: dict[str, int] = {}

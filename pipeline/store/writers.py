@@ -46,19 +46,29 @@ def inside(out_dir: Path, name: str | Path) -> Path:
     return target
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: readers (and a run killed mid-write) see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextmanager
+def replacing(path: Path, *, fsync: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; renamed over ``path`` when the block ends
+    (after an fsync of the file with ``fsync``), removed when it raises. Readers (and a run
+    killed mid-write) see the old file or the new one, never half of one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        if fsync:
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and durably (see :func:`replacing`)."""
+    with replacing(path, fsync=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
@@ -84,6 +94,7 @@ class TableWriter:
         self.rows += len(frame)
 
     def close(self) -> None:
+        """Finish the file (idempotent)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -130,6 +141,7 @@ class Staging:
         self.dir.mkdir()
 
     def path(self, name: str) -> Path:
+        """The staged file ``name`` of this snapshot."""
         return self.dir / name
 
     def begin(self, names: list[str]) -> None:
@@ -205,9 +217,8 @@ def _flip(out_dir: Path, run_id: str, names: list[str]) -> dict[str, Path]:
             target = out_dir / name
             if target.is_symlink():
                 target.unlink()
-            tmp = out_dir / f".{name}.{run_id}.tmp"
-            shutil.copyfile(_snapshot(out_dir, run_id) / name, tmp)
-            os.replace(tmp, target)
+            with replacing(target) as tmp:
+                shutil.copyfile(_snapshot(out_dir, run_id) / name, tmp)
             published[name] = target
         (work / "current").unlink(missing_ok=True)
         atomic_write_text(work / "current", run_id)
@@ -246,9 +257,28 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> Path:
-    """Write a small table in one go (used for roll-ups)."""
+    """Write a small table in one go (roll-ups); with ``schema``, the frame is first cut to it
+    (an empty frame too) so every run writes the same columns and types."""
+    if schema is not None:
+        frame = to_arrow(frame, schema).to_pandas()
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``frame`` as an Arrow table of ``schema`` (works for empty frames too)."""
+    if frame.empty:
+        return schema.empty_table()
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def write_frame(path: Path, schema: pa.Schema, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` as one Parquet file of ``schema`` atomically (a chunk part)."""
+    with replacing(path) as tmp:
+        writer = TableWriter(tmp, schema)
+        writer.append(frame)
+        writer.close()
     return path
 
 
@@ -273,8 +303,7 @@ def publish_duckdb(db_path: Path, tables: dict[str, Path],
 def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to ``db_path`` inside one transaction: committed if the block succeeds,
     rolled back (nothing changed) if it raises."""
-    con = duckdb.connect(str(db_path))
-    try:
+    with duckdb.connect(str(db_path)) as con:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
@@ -282,8 +311,6 @@ def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    finally:
-        con.close()
 
 
 def _publish_duckdb_once(db_path: Path, tables: dict[str, Path],

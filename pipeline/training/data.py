@@ -14,13 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
-from pipeline.config import data_dir
+from pipeline.config import data_dir, shared_dir
 from pipeline.training.corpora import (
     add_split,
     load_labels_by_id,
     load_seed_labels,
     load_sentiment_corpora,
-    shared_dir,
 )
 
 

@@ -79,18 +79,14 @@ def embed(base: Path, texts: list[str], num_layers: int | None, max_length: int 
     """Mean-pooled, L2-normalised embeddings of the pretrained base for ``texts``."""
     from transformers import AutoModel, AutoTokenizer
 
+    from pipeline.models.transformer.module import keep_layers
     from pipeline.training.base_model import encode_texts
 
     model = AutoModel.from_pretrained(str(base), add_pooling_layer=False).eval()
     if num_layers is not None and num_layers < model.config.num_hidden_layers:
-        model.encoder.layer = model.encoder.layer[:num_layers]
+        keep_layers(model, range(num_layers))
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    order = np.argsort([len(t) for t in texts], kind="stable")  # less padding per batch
-    vecs = encode_texts(model, tokenizer, [texts[i] for i in order], batch_size=64,
-                        max_length=max_length)
-    out = np.empty_like(vecs)
-    out[order] = vecs
-    return out
+    return encode_texts(model, tokenizer, texts, batch_size=64, max_length=max_length)
 
 
 def run_dimension_cv(shared: Path, base: Path, unlabelled: int = 4000,

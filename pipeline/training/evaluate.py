@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.models.load import Classifier, load_classifier
+from pipeline.models.heads import Classifier
+from pipeline.models.load import load
 from pipeline.text.preprocess import preprocess
 from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
 from pipeline.training.metrics import (
@@ -94,8 +95,7 @@ def evaluate_models(specs: list[str], shared: Path | None,
     for spec in specs:
         # "default@int8": the model in that numeric format (see Settings.numeric_format)
         name, _, fmt = spec.partition("@")
-        settings = Settings(quantize=quantize, **({"numeric_format": fmt} if fmt else {}))
-        clf = load_classifier(name, settings)
+        clf = load(name, Settings(quantize=quantize, **({"numeric_format": fmt} if fmt else {})))
         rows[spec] = {}
         results[spec] = {"version": clf.version,
                          **evaluate_classifier(clf, sent, dims, rows[spec])}

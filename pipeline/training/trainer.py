@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,53 +21,42 @@ import torch
 from torch import nn
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
-from pipeline.models.transformer.inference import (
-    HEADS,
-    TransformerClassifier,
-    build_model,
-    save_model,
-    softmax,
-    student_from,
-)
+from pipeline.config import Settings
+from pipeline.models.heads import HEADS, length_batches, softmax
+from pipeline.models.load import load
+from pipeline.models.transformer import persistence
+from pipeline.models.transformer.inference import TransformerClassifier
+from pipeline.models.transformer.module import MultiTaskModel, keep_layers
 from pipeline.text.normalise import normalise
+from pipeline.training.arguments import TrainConfig
 from pipeline.training.calibration import expected_calibration_error, fit_temperature
 
 log = logging.getLogger("revsat")
 IGNORE = -100
 
+__all__ = ["TrainConfig", "build_model", "calibrate", "student_from", "train",
+           "write_manifest"]
 
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run."""
 
-    base: str = "work/base"
-    out: str = "models/default"
-    num_layers: int | None = 6
-    max_length: int = 128
-    batch_size: int = 32
-    epochs: float = 1.0
-    lr: float = 8e-5
-    head_lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    sentiment_rows: int = 30_000
-    dimension_repeats: int = 4  # dimension-labelled rows are few: show them this often per epoch
-    dimension_weight: float = 1.0
-    sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
-    project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
-    seed: int = 13
-    threads: int = 2
-    prefix: str = "query: "
-    int8_dynamic: bool = False
-    version: str = "revsat-e5s-mt"
-    teacher: str | None = None  # model folder whose soft labels the student also learns
-    init_from: str | None = None  # a trained model folder to start from instead of ``base``
-    keep_layers: list[int] | None = None  # with ``init_from``: which of its layers to keep
-    distill_alpha: float = 0.5  # weight of the gold-label loss; 1 - alpha for the teacher's
-    distill_temperature: float = 2.0
-    corpus_caps: dict[str, int] = field(
-        default_factory=lambda: {"online_shopping_10_cats": 15_000, "womens_clothing": 8_000}
-    )
+def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
+    """A fresh multi-task model on a pretrained base folder (see ``revsat base-model``)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
+    if num_layers is not None and num_layers < encoder.config.num_hidden_layers:
+        keep_layers(encoder, range(num_layers))
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
+
+
+def student_from(folder: str | Path, layers: Sequence[int]) -> tuple[MultiTaskModel, object]:
+    """A smaller model initialised from a trained one: its embeddings, the encoder layers at
+    ``layers`` (in order) and its heads. Starting from a fine-tuned model (DistilBERT's
+    "one layer in two" initialisation) lets distillation converge in one short run on a CPU.
+    """
+    model, tokenizer, _ = persistence.load(Path(folder))
+    keep_layers(model.encoder, list(layers))
+    return model, tokenizer
 
 
 def _label_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -89,10 +78,8 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[n
     mega = batch_size * 50
     batches = []
     for start in range(0, len(idx), mega):
-        part = sorted(idx[start : start + mega], key=lambda i: lengths[i])
-        batches.extend(
-            np.asarray(part[s : s + batch_size]) for s in range(0, len(part), batch_size)
-        )
+        part = np.asarray(idx[start : start + mega], dtype=np.int64)
+        batches.extend(part[b] for b in length_batches(lengths[part], batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -100,7 +87,7 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[n
 def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarray]:
     """Raw (uncalibrated) logits of a trained model folder for ``texts``."""
     # max_windows=1: the teacher reads what the student is trained on (the first 128 tokens)
-    clf = TransformerClassifier.load(Path(teacher), batch_size=64, max_windows=1)
+    clf = load(teacher, Settings(batch_size=64, max_windows=1), ensemble=False)
     return clf.logits([normalise(t) for t in texts])
 
 
@@ -135,10 +122,9 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         ],
         weight_decay=config.weight_decay,
     )
-    warm = max(1, int(steps * config.warmup))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(steps - warm, 1)))
-    )
+    from transformers import get_linear_schedule_with_warmup
+
+    sched = get_linear_schedule_with_warmup(opt, max(1, int(steps * config.warmup)), steps)
     ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
     soft = None
     if config.teacher:
@@ -189,22 +175,25 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         "prefix": config.prefix,
         "max_length": config.max_length,
         "int8_dynamic": config.int8_dynamic,
-        "train_config": asdict(config),
+        "train_config": config.model_dump(),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     clf = TransformerClassifier(model, tokenizer, meta, batch_size=64)
-    meta["temperatures"], meta["calibration_dev"] = calibrate(clf, dev_rows)
-    return save_model(model, tokenizer, Path(config.out), meta)
+    meta["temperatures"], meta["calibration_dev"] = calibrate(clf, dev_rows,
+                                                              config.calibration_min_rows)
+    return persistence.save(model, tokenizer, Path(config.out), meta)
 
 
-def calibrate(clf: TransformerClassifier, dev_rows: pd.DataFrame) -> tuple[dict, dict]:
-    """Fit a temperature per head on dev rows; returns temperatures and dev ECE before/after."""
+def calibrate(clf: TransformerClassifier, dev_rows: pd.DataFrame,
+              min_rows: int = 30) -> tuple[dict, dict]:
+    """Fit a temperature per head on dev rows; returns temperatures and dev ECE before/after.
+    A head with fewer than ``min_rows`` labelled dev rows keeps temperature 1."""
     logits = clf.logits([normalise(t) for t in dev_rows["text"]])
     y = _label_matrix(dev_rows)
     temps, report = {}, {}
     for j, name in enumerate(HEADS):
         known = y[:, j] != IGNORE
-        if known.sum() < 30:
+        if known.sum() < min_rows:
             temps[name] = 1.0
             continue
         temps[name] = fit_temperature(logits[name][known], y[known, j])

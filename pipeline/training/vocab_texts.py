@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import data_dir
-from pipeline.training.corpora import load_sentiment_corpora, shared_dir
+from pipeline.config import data_dir, shared_dir
+from pipeline.training.corpora import load_sentiment_corpora
 
 
 def vocabulary_texts(shared: Path | None = None) -> Iterator[str]:

@@ -1,94 +1,37 @@
-"""Batch inference of the multi-task review classifier (overall sentiment: 3 classes; each
-dimension: 4 classes, one forward pass), the window logic for long reviews, calibration, and
-the ensemble with the TF-IDF baseline.
-
-On the CPU the model runs as an ONNX graph (:mod:`pipeline.models.transformer.onnx`), exported
-once per weights file; that path imports neither torch nor transformers. The torch module
-(:mod:`.module`) and the folder format (:mod:`.persistence`) load only for the torch backend,
-training and the one-time export; their names are still importable from here.
-"""
+"""Batch inference with the multi-task transformer: tokenise a chunk once, read long reviews as
+overlapping windows, batch by token count, run the backend, calibrate with each head's
+temperature."""
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.models.heads import HEADS, length_batches, softmax, split_heads
+from pipeline.models.transformer.backends import make_backend
 
-log = logging.getLogger("revsat")
-
-HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
-META_FILE = "revsat_model.json"
-
-#: Names that moved to the torch modules, imported on first use (``from ... import X``).
-_LAZY = {"MultiTaskModel": "module", "_Flat": "module", "build_model": "persistence",
-         "student_from": "persistence", "save_model": "persistence",
-         "load_model": "persistence", "OnnxRunner": "onnx", "_int8": "onnx"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"pipeline.models.transformer.{_LAZY[name]}")
-        return getattr(module, "int8_onnx" if name == "_int8" else name)
-    raise AttributeError(name)
-
-
-def split_heads(logits):
-    """``(batch, sum(HEADS))`` logits (tensor or array) -> one block per head."""
-    out, start = {}, 0
-    for name, size in HEADS.items():
-        out[name] = logits[:, start : start + size]
-        start += size
-    return out
-
-
-def onnx_available() -> bool:
-    """Whether ONNX Runtime and the ONNX exporter's needs are installed."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+if TYPE_CHECKING:  # torch loads only where the torch backend or training runs
+    from pipeline.models.transformer.module import MultiTaskModel
 
 
 class TransformerClassifier:
-    """Batch inference: sort by length, pad per batch, calibrated softmax.
+    """Batch inference: sort by length, pad per batch, backend forward, calibrated softmax.
 
-    The engine is an ONNX Runtime session (``onnx``, see :mod:`.onnx`) or the torch module
-    (``model``) on ``device``; :meth:`load` picks it and the numeric format.
-    """
+    Load one with :func:`pipeline.models.load`; training builds one around a fresh module to
+    calibrate it."""
 
-    def __init__(self, model, tokenizer, meta: dict, device: str = "cpu",
+    def __init__(self, model: MultiTaskModel | None, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
                  threads: int | None = None, max_windows: int = 4, int8: bool = False,
-                 onnx=None, format_reason: str = "") -> None:
-        self.model = None
-        self.onnx = onnx
-        if onnx is not None:
-            self.backend = "onnx"
-        else:
-            self.backend = resolve_backend(backend, device, quantized=_is_quantized(model))
-            if self.backend == "onnx":
-                try:
-                    self.onnx = _private_runner(model, threads, int8)
-                except Exception as exc:  # an operator the exporter lacks: torch still works
-                    if backend == "onnx":
-                        raise
-                    log.warning("ONNX export failed (%s: %s); using torch",
-                                type(exc).__name__, exc)
-                    self.backend = "torch"
-            if self.onnx is None:
-                self.model = model.to(device)
-        if self.onnx is not None:
-            self.numeric_format = self.onnx.format
-        else:
-            self.numeric_format = "int8" if _is_quantized(model) else "fp32"
+                 engine=None, format_reason: str = "") -> None:
+        """``engine``: a ready backend (the ONNX graph of a folder); else one is made around
+        ``model`` as ``backend`` says."""
+        self.backend = engine or make_backend(model, tokenizer, backend, device, threads, int8)
+        self.numeric_format = self.backend.format
         self.format_reason = format_reason or "requested"
         self.tokenizer = tokenizer
         self.meta = meta
@@ -102,57 +45,10 @@ class TransformerClassifier:
         self.version = str(meta.get("version", meta.get("name", "transformer")))
         self.seconds = {"tokenise": 0.0, "model": 0.0}
 
-    @classmethod
-    def load(cls, directory: Path, device: str = "cpu", batch_size: int = 64,
-             max_chars: int = 2000, quantize: bool | None = None, backend: str = "auto",
-             threads: int | None = None, max_windows: int = 4, numeric: str = "auto",
-             cache_dir: Path | None = None) -> TransformerClassifier:
-        """Load a model folder. On the CPU with ONNX Runtime installed (``backend`` auto or
-        onnx) neither torch nor transformers is imported: the folder's ONNX graph (exported
-        once per weights file, see :mod:`.onnx`) runs in the numeric format ``numeric`` picks
-        (``auto``: by the CPU's flags and the formats the model passed; ``quantize`` true or
-        the folder's ``int8_dynamic`` force int8, ``quantize`` false fp32)."""
-        directory = Path(directory)
-        meta = read_meta(directory)
-        cpu = str(device).startswith("cpu")
-        if quantize is None and meta.get("int8_dynamic") and cpu:
-            quantize = True
-        if resolve_backend(backend, device) == "onnx":
-            try:
-                return cls._load_onnx(directory, meta, device, batch_size, max_chars, quantize,
-                                      threads, max_windows, numeric, cache_dir)
-            except Exception as exc:
-                if backend == "onnx":
-                    raise
-                log.warning("ONNX graph unavailable (%s: %s); using torch",
-                            type(exc).__name__, exc)
-        from pipeline.models.transformer.persistence import load_model
-
-        model, tokenizer, meta = load_model(directory)
-        if quantize:
-            import warnings
-
-            import torch
-            from torch import nn
-
-            with warnings.catch_warnings():  # torch announces a future API move; not ours
-                warnings.simplefilter("ignore")
-                model = torch.ao.quantization.quantize_dynamic(
-                    model, {nn.Linear}, dtype=torch.qint8
-                )
-        return cls(model, tokenizer, meta, device, batch_size, max_chars, "torch", threads,
-                   max_windows, format_reason="torch backend")
-
-    @classmethod
-    def _load_onnx(cls, directory, meta, device, batch_size, max_chars, quantize, threads,
-                   max_windows, numeric, cache_dir) -> TransformerClassifier:
-        from pipeline.models.transformer import onnx as ox
-
-        requested = "int8" if quantize else "fp32" if quantize is False else numeric
-        fmt, reason = ox.choose_format(requested, meta)
-        runner = ox.OnnxRunner(ox.find_graph(directory, fmt, cache_dir), threads, fmt)
-        return cls(None, ox.FastTokenizer(directory), meta, device, batch_size, max_chars,
-                   "onnx", threads, max_windows, onnx=runner, format_reason=reason)
+    @property
+    def module(self) -> MultiTaskModel | None:
+        """The torch module (None when ONNX Runtime holds the only copy of the weights)."""
+        return getattr(self.backend, "model", None)
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Uncalibrated logits per head, in input order.
@@ -171,32 +67,18 @@ class TransformerClassifier:
                              verbose=False)["input_ids"]  # long ones are windowed below
         rows, owner = self._windows(ids)
         lengths = np.fromiter((len(x) for x in rows), np.int64, len(rows))
-        order = np.argsort(lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
         self.seconds["tokenise"] += time.perf_counter() - t0
         flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
-        for start in range(0, len(rows), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in length_batches(lengths, self.batch_size):
             t1 = time.perf_counter()
             input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
             for row, i in enumerate(idx):
                 input_ids[row, : lengths[i]] = rows[i]
             mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
-            if self.onnx is not None:
-                flat[idx] = self.onnx.flat(input_ids, mask, HEADS)
-            else:
-                flat[idx] = self._torch_flat(input_ids, mask)
+            flat[idx] = self.backend(input_ids, mask)
             self.seconds["model"] += time.perf_counter() - t1
         return combine_windows(split_heads(flat), owner, len(texts))
-
-    def _torch_flat(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model.flat(
-                torch.from_numpy(input_ids).to(self.device),
-                torch.from_numpy(mask).to(self.device),
-            ).float().cpu().numpy()
 
     def _windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:
         """Each review's token ids as one or more model inputs, and the review each came from.
@@ -237,48 +119,8 @@ class TransformerClassifier:
         }
 
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head for ``reviews['text_norm']``."""
         return self.predict_texts(list(reviews["text_norm"]))
-
-
-class EnsembleClassifier:
-    """The transformer's calibrated probabilities averaged with the TF-IDF baseline's.
-
-    Set by ``"ensemble": {"baseline": "<folder, relative to the model>", "weight": w}`` in
-    ``revsat_model.json``: p = w * p_transformer + (1 - w) * p_baseline for every head. The two
-    models make different errors (subwords in context vs jieba n-grams), so the mix beats each
-    alone on held-out rows (see the model card).
-    """
-
-    def __init__(self, transformer: TransformerClassifier, baseline, weight: float) -> None:
-        self.transformer = transformer
-        self.baseline = baseline
-        self.weight = weight
-        self.version = f"{transformer.version}+{baseline.version}@{weight:g}"
-        self.seconds = transformer.seconds
-        self.backend = transformer.backend
-        self.numeric_format = transformer.numeric_format
-        self.format_reason = transformer.format_reason
-
-    def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
-        base = self.baseline.predict_batch(reviews)
-        other = time.perf_counter() - t0
-        deep = self.transformer.predict_batch(reviews)
-        self.seconds["baseline"] = self.seconds.get("baseline", 0.0) + other
-        w = self.weight
-        return {k: w * deep[k] + (1 - w) * base[k] for k in deep}
-
-
-def load_any(directory: Path, **kwargs) -> TransformerClassifier | EnsembleClassifier:
-    """A transformer folder, wrapped in :class:`EnsembleClassifier` when its metadata says so."""
-    clf = TransformerClassifier.load(directory, **kwargs)
-    spec = clf.meta.get("ensemble")
-    if not spec:
-        return clf
-    from pipeline.models.load import BaselineClassifier
-
-    baseline = BaselineClassifier((directory / spec["baseline"]).resolve())
-    return EnsembleClassifier(clf, baseline, float(spec["weight"]))
 
 
 def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
@@ -303,49 +145,3 @@ def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
         pick = order[np.unique(owner[order], return_index=True)[1]]
         out[name] = block[pick]
     return out
-
-
-def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:
-    """``auto`` -> ``onnx`` on the CPU where ONNX Runtime is installed (and the model is not
-    torch-quantised), else ``torch``. ``onnx`` on a GPU device is refused: use ``torch``."""
-    if backend not in ("auto", "torch", "onnx"):
-        raise ValueError(f"unknown backend {backend!r}: use auto, torch or onnx")
-    cpu = str(device).startswith("cpu")
-    if backend == "onnx" and (not cpu or quantized):
-        raise ValueError("backend onnx runs on the CPU only and quantises itself; use backend "
-                         "torch for --device cuda or a torch-quantised model")
-    if backend == "auto":
-        return "onnx" if cpu and not quantized and onnx_available() else "torch"
-    return backend
-
-
-def _is_quantized(model) -> bool:
-    return model is not None and any("quantized" in type(m).__module__ for m in model.modules())
-
-
-def read_meta(directory: Path) -> dict:
-    """``revsat_model.json`` of a folder, checked against :data:`HEADS`."""
-    meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("heads") != HEADS:
-        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
-    return meta
-
-
-def _private_runner(model, threads: int | None, int8: bool):
-    """A module given in memory (not a folder) exported to a private temporary file."""
-    import tempfile
-
-    from pipeline.models.transformer import onnx as ox
-
-    with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        ox.export_module(model, path)
-        if int8:
-            path = ox.int8_onnx(path, Path(tmp) / "model-int8.onnx")
-        return ox.OnnxRunner(path, threads, "int8" if int8 else "fp32")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -1,14 +1,31 @@
-"""The multi-task module (torch): a BERT-style encoder, mean pooling, and one linear layer
-producing all heads' logits in one forward pass. Imported only where torch runs (training, the
-torch backend, the one-time ONNX export)."""
+"""The multi-task module: a BERT-style encoder, mean pooling, and one linear layer producing
+every head's logits (overall sentiment: 3 classes; each dimension: 4) in one forward pass."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from pipeline.models.transformer.inference import HEADS, split_heads
-from pipeline.training.base_model import mean_pool
+from pipeline.models.heads import HEADS, split_heads
+
+
+def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average token states over the attention mask (e5's pooling; specials included)."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
+    return (last_hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def keep_layers(encoder: nn.Module, indices: Sequence[int]) -> nn.Module:
+    """Keep only the encoder layers at ``indices`` (in that order) of a BERT-style encoder, in
+    place; its config says the new depth. Returns the encoder."""
+    layers = encoder.encoder.layer
+    if not indices or any(not 0 <= i < len(layers) for i in indices):
+        raise ValueError(f"layers {list(indices)} must index the {len(layers)} layers")
+    encoder.encoder.layer = nn.ModuleList(layers[i] for i in indices)
+    encoder.config.num_hidden_layers = len(indices)
+    return encoder
 
 
 class MultiTaskModel(nn.Module):
@@ -26,15 +43,5 @@ class MultiTaskModel(nn.Module):
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """Logits per head (see :data:`pipeline.models.heads.HEADS`)."""
         return split_heads(self.flat(input_ids, attention_mask))
-
-
-class _Flat(nn.Module):
-    """Export wrapper: one output tensor instead of a dict."""
-
-    def __init__(self, model: MultiTaskModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.flat(input_ids, attention_mask)

@@ -1,49 +1,24 @@
 """A transformer model folder on disk: ``config.json`` (the encoder's), ``model.safetensors``
 (encoder and heads), the tokenizer files and ``revsat_model.json`` (heads, input prefix,
-calibration temperatures, version). Nothing is unpickled when loading. Needs torch."""
+calibration temperatures, version, optional ensemble). Nothing is unpickled when loading."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from pipeline.models.transformer.inference import HEADS, META_FILE
+from pipeline.models.heads import HEADS
 from pipeline.models.transformer.module import MultiTaskModel
 
-
-def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
-    """A fresh multi-task model on a pretrained base folder (see ``revsat base-model``)."""
-    from transformers import AutoModel, AutoTokenizer
-
-    encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
-    if num_layers is not None and num_layers < encoder.config.num_hidden_layers:
-        encoder.encoder.layer = encoder.encoder.layer[:num_layers]
-        encoder.config.num_hidden_layers = num_layers
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    return MultiTaskModel(encoder, encoder.config.hidden_size), tokenizer
+META_FILE = "revsat_model.json"
 
 
-def student_from(folder: str | Path, keep_layers: Sequence[int]) -> tuple[MultiTaskModel, object]:
-    """A smaller model initialised from a trained one: its embeddings, the encoder layers at
-    ``keep_layers`` (in order) and its heads. Starting from a fine-tuned model (DistilBERT's
-    "one layer in two" initialisation) lets distillation converge in one short run on a CPU.
-    """
-    model, tokenizer, _ = load_model(Path(folder))
-    layers = model.encoder.encoder.layer
-    if not keep_layers or any(not 0 <= i < len(layers) for i in keep_layers):
-        raise ValueError(f"keep_layers {list(keep_layers)} must index the {len(layers)} layers")
-    model.encoder.encoder.layer = nn.ModuleList(layers[i] for i in keep_layers)
-    model.encoder.config.num_hidden_layers = len(keep_layers)
-    return model, tokenizer
-
-
-def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
-               dtype: torch.dtype = torch.float16) -> Path:
+def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
+         dtype: torch.dtype = torch.float16, export_onnx: bool = True) -> Path:
     """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
 
     Weights are stored as ``dtype`` (fp16 by default: half the size, and loading casts back
@@ -60,11 +35,31 @@ def save_model(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
     (directory / META_FILE).write_text(
         json.dumps({"heads": HEADS, **meta}, indent=2, ensure_ascii=False), encoding="utf-8"
     )
+    if export_onnx:
+        _export_graph(directory)
     return directory
 
 
-def load_model(directory: Path) -> tuple[MultiTaskModel, object, dict]:
-    """Load a model folder written by :func:`save_model` (no network, no pickle)."""
+def _export_graph(directory: Path) -> None:
+    """Package the folder's ONNX graph (into the cache, keyed by the weights' hash) so no
+    scoring run ever exports it."""
+    import logging
+
+    from pipeline.models.transformer.backends import onnx_available
+    from pipeline.models.transformer.onnx import export_folder
+
+    if not onnx_available():
+        return
+    try:
+        export_folder(directory)
+    except Exception as exc:  # scoring exports it once on first use instead
+        logging.getLogger("revsat").warning("ONNX export of %s failed (%s: %s)", directory,
+                                            type(exc).__name__, exc)
+
+
+def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
+    """The module (eval mode), tokenizer and metadata of a folder written by :func:`save`
+    (no network, no pickle)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))

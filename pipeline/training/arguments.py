@@ -1,0 +1,44 @@
+"""The arguments of a training run (``[train]`` in a TOML config, or ``Settings.train``), in the
+spirit of setfit's ``TrainingArguments``: one validated object, saved with the model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run (unknown keys are refused: a typo in a config
+    must not silently train something else)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = "work/base"
+    out: str = "models/default"
+    num_layers: int | None = 6
+    max_length: int = 128
+    batch_size: int = 32
+    epochs: float = 1.0
+    lr: float = 8e-5
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    sentiment_rows: int = 30_000
+    dimension_repeats: int = 4  # dimension-labelled rows are few: show them this often per epoch
+    dimension_weight: float = 1.0
+    sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
+    project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
+    seed: int = 13
+    threads: int = 2
+    prefix: str = "query: "
+    int8_dynamic: bool = False
+    version: str = "revsat-e5s-mt"
+    teacher: str | None = None  # model folder whose soft labels the student also learns
+    init_from: str | None = None  # a trained model folder to start from instead of ``base``
+    keep_layers: list[int] | None = None  # with ``init_from``: which of its layers to keep
+    distill_alpha: float = 0.5  # weight of the gold-label loss; 1 - alpha for the teacher's
+    distill_temperature: float = 2.0
+    corpus_caps: dict[str, int] = Field(
+        default_factory=lambda: {"online_shopping_10_cats": 15_000, "womens_clothing": 8_000}
+    )
+    dev_sentiment_rows: int = 3000  # dev rows with sentiment labels that fit the temperatures
+    calibration_min_rows: int = 30  # a head with fewer labelled dev rows keeps temperature 1
