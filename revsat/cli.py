@@ -117,6 +117,8 @@ def score(
     id_column: Annotated[str | None, typer.Option(help="column holding the review id")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
+    numeric_format: Annotated[str | None, typer.Option(
+        help="auto (by the CPU's flags and the model's checked formats), fp32 or int8")] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
         False
@@ -151,6 +153,7 @@ def score(
     overrides = {
         k: v
         for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
+                     "numeric_format": numeric_format,
                      "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads}.items()
         if v is not None
     }
