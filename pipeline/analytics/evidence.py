@@ -73,7 +73,8 @@ def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
         ).df()
         row = con.execute(f"SELECT count(*), {neg} FROM reviews").fetchone()
     assert row is not None
-    terms = terms[terms["term"].map(_keep)].reset_index(drop=True)
+    # .loc with a bool mask: an empty object mask would select columns instead of rows
+    terms = terms.loc[terms["term"].map(_keep).astype(bool)].reset_index(drop=True)
     return terms, dict(zip(DIMENSIONS, map(int, row[1:]), strict=True)), int(row[0])
 
 

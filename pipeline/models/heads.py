@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
+from pipeline.catalog import DIM_LABELS, DIMENSIONS, PREDICTION_COLUMNS, SENTIMENTS
 
 #: Output heads and their number of classes, in the order of the model's logits.
 HEADS: dict[str, int] = {"sentiment": len(SENTIMENTS), **{d: len(DIM_LABELS) for d in DIMENSIONS}}
@@ -59,7 +59,7 @@ def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:
         p = probs[dim]
         out[dim] = np.asarray(DIM_LABELS, dtype=object)[p.argmax(axis=1)]
         out[f"{dim}_confidence"] = p.max(axis=1).astype(np.float64)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out)[list(PREDICTION_COLUMNS)]  # the catalog's columns, in its order
 
 
 def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:

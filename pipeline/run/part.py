@@ -25,8 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from pipeline.catalog import PART_REVIEWS_SCHEMA, PREDICTION_COLUMNS, TABLES
+from pipeline.catalog import PART_REVIEWS_SCHEMA, PREDICTION_COLUMNS, PREDICTION_FIELDS, TABLES
 from pipeline.config import DEFAULT_DUCKDB_MEMORY, Settings
 from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk
@@ -170,9 +171,8 @@ def _classify(
         first = pd.Series(out.index[wanted], index=out.loc[wanted, "review_id"])
         repeat = out.index[~wanted]
         labels.loc[repeat] = labels.loc[first[out.loc[repeat, "review_id"]]].to_numpy()
-    for col in PREDICTION_COLUMNS:
-        labels[col] = labels[col].astype("float64" if col.startswith("p_") or
-                                         col.endswith("_confidence") else object)
+    for col, kind in PREDICTION_FIELDS:
+        labels[col] = labels[col].astype("float64" if pa.types.is_floating(kind) else object)
     scored = pd.concat([out, labels], axis=1)
     scored["model_version"] = classifier.version
     after = getattr(classifier, "seconds", {})

@@ -196,7 +196,7 @@ def test_readme_dashboard_sql_runs(two_day_runs):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Dashboard SQL", 1)[1].split("\n## ", 1)[0]
     queries = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
     assert len(queries) >= 4

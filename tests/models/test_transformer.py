@@ -126,7 +126,17 @@ def test_tiny_model_learned_something(tiny_model_dir):
     data = preprocess(sample_labelled())
     probs = load_classifier(str(tiny_model_dir)).predict_batch(data)
     pred = np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)]
-    assert (pred == data["sentiment"]).mean() > 0.45
+    gold = data["sentiment"].to_numpy()
+    majority = data["sentiment"].value_counts(normalize=True).max()  # 0.41 ("positive")
+    assert (pred == gold).mean() > majority + 0.1  # measured: 0.59
+    # it tells praise from complaint (not just the commonest class): positive-minus-negative
+    # probability ranks positive reviews above negative ones (measured AUC 0.83)
+    from sklearn.metrics import roc_auc_score
+
+    polar = gold != "neutral"
+    margin = probs["sentiment"][:, 0] - probs["sentiment"][:, 1]
+    assert roc_auc_score(gold[polar] == "positive", margin[polar]) > 0.7
+    assert {"positive", "negative"} <= set(pred)
 
 
 shipped = pytest.mark.skipif(

@@ -229,7 +229,7 @@ def test_title_rows_above_the_header_are_skipped(tmp_path):
 
 
 def test_legacy_xls_exports_are_read():
-    # tests/fixtures/legacy_export.xls: BIFF8 workbook written for this test (xlwt)
+    # tests/ingest/fixtures/legacy_export.xls: BIFF8 workbook written for this test (xlwt)
     rows, rejected = read_all(Path(__file__).parent / "fixtures" / "legacy_export.xls")
     assert rejected == []
     assert list(rows["评论内容"]) == ["快递很快，包装完好", "Stopped charging after two days"]

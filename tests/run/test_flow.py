@@ -206,3 +206,31 @@ def test_cli_reports_missing_input(tmp_path, tiny_baseline_dir):
     )
     assert result.returncode == 2  # no usable input at all (README: exit 2)
     assert "no such file" in result.stderr
+
+
+def test_settings_model_is_honoured(tmp_path, tiny_baseline_dir, monkeypatch):
+    """The settings tree picks the model: `model` in revsat.toml, REVSAT_MODEL over it, and the
+    CLI's --model over both (without --model the CLI uses the settings)."""
+    from typer.testing import CliRunner
+
+    from pipeline.run.steps import score_run
+    from revsat.cli import app
+
+    toml = tmp_path / "revsat.toml"
+    toml.write_text(f"model = {str(tiny_baseline_dir)!r}\n", encoding="utf-8")
+    monkeypatch.setenv("REVSAT_CONFIG", str(toml))
+    monkeypatch.delenv("REVSAT_MODEL", raising=False)
+    assert Settings().model == str(tiny_baseline_dir)
+    result = score_run(tmp_path / "lib", Settings(progress=False), [SAMPLE])
+    assert result.record["model_version"] == "test-baseline"
+    monkeypatch.setenv("REVSAT_MODEL", "no-such-model")
+    assert Settings().model == "no-such-model"  # the environment wins over the file
+    cli = CliRunner().invoke(app, ["score", str(SAMPLE), "--out", str(tmp_path / "cli"),
+                                   "--no-progress"])
+    assert cli.exit_code == 2 and "no-such-model" in cli.output  # read, and refused
+    monkeypatch.setenv("REVSAT_MODEL", str(tiny_baseline_dir))
+    cli = CliRunner().invoke(app, ["score", str(SAMPLE), "--out", str(tmp_path / "cli"),
+                                   "--no-progress"])
+    assert cli.exit_code == 0, cli.output
+    record = json.loads((tmp_path / "cli" / "run.json").read_text(encoding="utf-8"))
+    assert record["model_version"] == "test-baseline"

@@ -27,7 +27,7 @@ def test_fallback_ids_are_stable_and_depend_on_file_and_text():
 
 
 def test_accepted_rows_keep_their_input_values_for_the_merge():
-    # Duplicates are decided once, run-wide, at merge time (tests/test_flow.py); a row keeps
+    # Duplicates are decided once, run-wide, at merge time (tests/run/test_flow.py); a row keeps
     # its values as exported so that a rejected duplicate shows them.
     c = chunk([{"id": "7", "text": "a", "stars": "5"}, {"id": "7", "text": "b", "stars": "x"}])
     v = validate_chunk(c, find_columns(["id", "text", "stars"]))
