@@ -11,7 +11,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.score import score_reviews
 from pipeline.config import load_settings
 from pipeline.errors import AlertsRaised
 from pipeline.store import ledger
@@ -53,6 +52,8 @@ def nightly_score(
     logger.info("%d file(s) found in %s, %d to score", len(paths), input_dir, len(files))
     if not files:
         return {"skipped": True, "new_files": [], "found": len(paths)}
+
+    from flows.score import score_reviews  # the scoring stack loads only when files are new
 
     def remember(record: dict) -> None:
         failed = set(record["failed_files"])

@@ -84,6 +84,26 @@ class Settings(BaseSettings):
         description="transformer inference engine: onnx (ONNX Runtime, faster on CPU), torch, "
         "or auto (onnx on CPU when installed, else torch)",
     )
+    numeric_format: Literal["auto", "fp32", "int8"] = Field(
+        "auto",
+        description="numeric format of the ONNX graph: auto (int8 where the CPU has int8 "
+        "dot-product instructions, avx512_vnni/amx_int8/avx_vnni, and the model folder lists int8 "
+        "among the formats that passed its accuracy check; else fp32), fp32 or int8. Stated in "
+        "run.json",
+    )
+    cache_dir: Path | None = Field(
+        None, description="cache of exported ONNX graphs, keyed by the weights' hash "
+        "(default: $XDG_CACHE_HOME/revsat or ~/.cache/revsat)",
+    )
+    local_server: bool = Field(
+        True,
+        description="without PREFECT_API_URL, the CLI starts one local Prefect server and reuses "
+        "it across runs (its URL in PREFECT_HOME/revsat-server.json) instead of a temporary "
+        "server per run; false: Prefect's temporary server each run",
+    )
+    local_server_idle_minutes: float = Field(
+        30.0, gt=0, description="the local Prefect server stops after this long without requests"
+    )
     chunk_rows: int = Field(5000, gt=0, description="rows read, scored and written per chunk")
     batch_size: int = Field(64, gt=0, description="reviews per model forward pass")
     torch_threads: int | None = Field(
@@ -208,7 +228,8 @@ class Settings(BaseSettings):
     def model_options(self) -> dict[str, Any]:
         """The settings that change how a model is loaded and run (they key its cache)."""
         return self.model_dump(include={"device", "batch_size", "max_chars", "torch_threads",
-                                        "quantize", "backend", "max_windows"})
+                                        "quantize", "backend", "max_windows", "numeric_format",
+                                        "cache_dir"}, mode="json")
 
     @classmethod
     def settings_customise_sources(

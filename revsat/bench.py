@@ -92,15 +92,81 @@ def model_only(model: str, texts: list[str], settings: Settings | None = None) -
     return len(texts) / (time.perf_counter() - t0)
 
 
-def peak_memory_mb() -> float:
+def _timed(args: list[str], repeats: int) -> dict:
+    """Median wall seconds of ``revsat ARGS`` as a fresh process (after one untimed run), its
+    exit status and the largest peak memory of the timed runs (by GNU time, where present)."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+
+    walls, codes = [], set()
+    peak = 0.0
+    for i in range(repeats + 1):
+        # GNU time reports the child's own peak (a child forked from this big process would
+        # count this process's pages); without it no peak is given
+        timer = ["/usr/bin/time", "-f", "%M"] if os.access("/usr/bin/time", os.X_OK) else []
+        t0 = time.perf_counter()
+        done = subprocess.run([*timer, sys.executable, "-m", "revsat.cli", *args],
+                              capture_output=True, env={**os.environ, "COLUMNS": "100"},
+                              check=False)
+        wall = time.perf_counter() - t0
+        if i:  # the first run warms the disk cache, the ONNX cache and the local server
+            walls.append(wall)
+            codes.add(done.returncode)
+            last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["0"]
+            if timer and last[0].isdigit():
+                peak = max(peak, int(last[0]) / 1024)
+    return {"wall_seconds": round(statistics.median(walls), 2),
+            "wall_min_max": [round(min(walls), 2), round(max(walls), 2)],
+            "exit": sorted(codes), "peak_memory_mb": round(peak, 0)}
+
+
+def startup_figures(work: Path, model: str = "default", repeats: int = 3) -> dict:
+    """The CLI as a user meets it, each a fresh process: ``--help``, a 50-review ``score``,
+    a ``nightly`` with no new files, and a missing input (an error before any model or
+    server starts)."""
+    work.mkdir(parents=True, exist_ok=True)
+    sample = pd.read_csv(data_dir() / "sample" / "reviews.csv", dtype=str,
+                         keep_default_na=False)
+    night = work / "nightly-in"
+    night.mkdir(exist_ok=True)
+    sample.head(50).to_csv(work / "reviews-50.csv", index=False)
+    sample.head(50).to_csv(night / "day-1.csv", index=False)
+    out = ["--out", str(work / "out-50"), "--model", model]
+    return {
+        "help": _timed(["--help"], repeats),
+        "score_50": _timed(["score", str(work / "reviews-50.csv"), *out, "--no-progress"],
+                           repeats),
+        "nightly_no_new_files": _timed(["nightly", str(night), "--out",
+                                        str(work / "out-nightly"), "--model", model], repeats),
+        "missing_input_error": _timed(["score", str(work / "missing.csv"), *out,
+                                       "--no-progress"], repeats),
+    }
+
+
+def cpu_description() -> dict:
+    """The CPU the figures were measured on: model, cores, and the flags that decide formats."""
+    import os
+
+    from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    return {"model": cpu_model(), "cores": os.cpu_count(),
+            "format_flags": sorted({f for v in FORMAT_FLAGS.values() for f in v} & flags)}
+
+
+def peak_memory_mb(who: int = resource.RUSAGE_SELF) -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
               naive_rows: int = 300, shared: Path | None = None,
-              settings: Settings | None = None, model_rows: int = 2048) -> dict:
-    """Build the input, run the real flow, time the naive baseline; return all figures."""
+              settings: Settings | None = None, model_rows: int = 2048,
+              startup_repeats: int = 3) -> dict:
+    """Build the input, run the real flow, time the naive baseline and the CLI's start-up
+    figures (``startup_repeats`` 0: skip); return all figures."""
     from flows.score import score_reviews
     from pipeline.models.load import resolve
 
@@ -116,6 +182,7 @@ def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
     stages = {k: v for k, v in record["seconds"].items() if k != "parts_wall"}
     scoring = sum(stages.values())
     result = {
+        "cpu": cpu_description(), "inference": record.get("inference"),
         "rows": n, **lengths, "model": record["model_version"],
         "wall_seconds": round(wall, 1),
         "reviews_per_second": round(n / wall, 1),
@@ -138,4 +205,6 @@ def run_bench(n: int, work: Path, model: str = "default", short: bool = False,
     if model_rows:
         result["model_only_reviews_per_second"] = round(
             model_only(model, texts[:model_rows], settings), 1)
+    if startup_repeats:
+        result["cli"] = startup_figures(work / "cli", model, startup_repeats)
     return result

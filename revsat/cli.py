@@ -149,6 +149,29 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def _prefect_api(settings=None) -> Iterator[None]:
+    """Point this process at a Prefect API for its flow run: the configured one
+    (``PREFECT_API_URL``, e.g. a server whose UI shows the runs) as is; otherwise the local
+    server started once and reused across runs (see :mod:`revsat.local_server`), unless
+    ``local_server`` is off (then Prefect's temporary server per run)."""
+    if settings is None:
+        from pipeline.config import Settings
+
+        settings = Settings()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if not settings.local_server or PREFECT_API_URL.value():
+        yield
+        return
+    from revsat.local_server import ensure_local_server
+
+    url = ensure_local_server(settings.local_server_idle_minutes,
+                              float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 # Options shared by score, nightly and serve.
 InputDir = Annotated[str, typer.Argument(help="directory of daily exports (or a glob)")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
@@ -233,6 +256,8 @@ def score(
     order_column: OrderColumn = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
+    numeric_format: Annotated[str | None, typer.Option(
+        help="auto (by the CPU's flags and the model's checked formats), fp32 or int8")] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
         False
@@ -264,6 +289,7 @@ def score(
             k: v
             for k, v in {"device": device, "batch_size": batch_size, "chunk_rows": chunk_rows,
                          "fail_on_alerts": fail_on_alerts, "torch_threads": torch_threads,
+                         "numeric_format": numeric_format,
                          **_columns(text_column=text_column, id_column=id_column,
                                     product_column=product_column, rating_column=rating_column,
                                     date_column=date_column, category_column=category_column,
@@ -280,11 +306,12 @@ def score(
 
         alerted = False
         try:
-            record = score_reviews(
-                inputs, str(out), run_date=parsed_date, settings=settings,
-                full=full, task_runner=task_runner, dask_address=dask_address,
-                workers=workers, warehouse=warehouse,
-            )
+            with _prefect_api(settings):
+                record = score_reviews(
+                    inputs, str(out), run_date=parsed_date, settings=settings,
+                    full=full, task_runner=task_runner, dask_address=dask_address,
+                    workers=workers, warehouse=warehouse,
+                )
         except AlertsRaised as exc:  # outputs are published; only the exit status differs
             record, alerted = exc.record, True
     _finish(record, alerted)
@@ -363,10 +390,12 @@ def nightly(
 
         alerted = False
         try:
-            record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
-                                   run_date=parsed_date, rescore=rescore, warehouse=warehouse,
-                                   task_runner=task_runner, workers=workers, columns=columns,
-                                   fail_on_alerts=fail_on_alerts)
+            with _prefect_api(settings):
+                record = nightly_score(input_dir, str(out), model=model, pattern=pattern,
+                                       run_date=parsed_date, rescore=rescore,
+                                       warehouse=warehouse, task_runner=task_runner,
+                                       workers=workers, columns=columns,
+                                       fail_on_alerts=fail_on_alerts)
         except AlertsRaised as exc:
             record, alerted = exc.record, True
     if record.get("skipped"):
@@ -609,7 +638,8 @@ def dimension_cv(
 
 @app.command()
 def evaluate(
-    models: Annotated[list[str] | None, typer.Argument(help="model names or folders")] = None,
+    models: Annotated[list[str] | None, typer.Argument(
+        help="model names or folders; NAME@int8 or NAME@fp32 for a numeric format")] = None,
     shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
     max_per_corpus: Annotated[int | None, typer.Option(help="cap test rows per corpus")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
@@ -647,16 +677,24 @@ def bench(
     model_rows: Annotated[int, typer.Option(
         help="rows for the model-only throughput (0: skip)")] = 2048,
     backend: Annotated[str, typer.Option(help="auto, onnx or torch")] = "auto",
+    numeric_format: Annotated[str, typer.Option(help="auto, fp32 or int8")] = "auto",
+    startup_repeats: Annotated[int, typer.Option(
+        help="timed runs of each CLI start-up figure (0: skip)")] = 3,
 ) -> None:
     """Benchmark the scoring flow: reviews/s, seconds per stage, peak memory, model-only
-    throughput, and the speed-up over a naive transformers pipeline with batch size 1."""
+    throughput, the speed-up over a naive transformers pipeline with batch size 1, and the
+    CLI's start-up figures (--help, a 50-review score, a nightly with no new files, a missing
+    input), with the CPU model and flags."""
     _setup_logging(False)
     from pipeline.config import Settings
     from revsat.bench import run_bench
 
     extra = {"batch_size": batch_size} if batch_size else {}
-    settings = Settings(model=model, device=device, progress=False, backend=backend, **extra)
-    result = run_bench(rows, work, model, short, naive_rows, shared, settings, model_rows)
+    settings = Settings(model=model, device=device, progress=False, backend=backend,
+                        numeric_format=numeric_format, **extra)
+    with _prefect_api(settings):
+        result = run_bench(rows, work, model, short, naive_rows, shared, settings, model_rows,
+                           startup_repeats)
     typer.echo(json.dumps(result, indent=2))
 
 

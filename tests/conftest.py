@@ -23,6 +23,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # Prefect's console handler outlives pytest's captured streams at exit; keep it quiet.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The CLI's reused local Prefect server (revsat.local_server) stops soon after the suite.
+os.environ.setdefault("REVSAT_LOCAL_SERVER_IDLE_MINUTES", "2")
 
 
 def read_all(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, list[dict]]:

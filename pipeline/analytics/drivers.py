@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import DEFAULT_DUCKDB_MEMORY
@@ -123,6 +122,8 @@ def fit_drivers(
         )
     x = np.column_stack([combos[d].map(POLARITY_SCORE).to_numpy(dtype=float) for d in DIMENSIONS])
     y = combos["sentiment"].map(SENTIMENT_SCORE).to_numpy(dtype=float)
+    from sklearn.linear_model import Ridge  # seconds to import: only when a regression runs
+
     model = Ridge(alpha=alpha).fit(x, y, sample_weight=n)
     coefs = {d: float(c) for d, c in zip(DIMENSIONS, model.coef_, strict=True)}
     r2 = float(model.score(x, y, sample_weight=n))

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import DEFAULT_DUCKDB_MEMORY
@@ -105,8 +105,8 @@ def satisfaction_table(
     a = strength * centre + out["positive"] + out["neutral"] / 2
     b = strength * (1 - centre) + out["negative"] + out["neutral"] / 2
     out["index"] = 100 * a / (a + b)
-    out["index_low"] = 100 * stats.beta.ppf(0.025, a, b)
-    out["index_high"] = 100 * stats.beta.ppf(0.975, a, b)
+    out["index_low"] = 100 * special.betaincinv(a, b, 0.025)  # beta.ppf, without scipy.stats
+    out["index_high"] = 100 * special.betaincinv(a, b, 0.975)
     out["index_se"] = 100 * np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     mentioned = out["mentions"].where(out["mentions"] > 0)
     out["raw_index"] = 100 * (out["positive"] + out["neutral"] / 2) / mentioned

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.models.heads import softmax
@@ -36,6 +34,41 @@ def _ngrams(tokens: Sequence[str]) -> list[str]:
     return grams
 
 
+class TfidfSpace:
+    """What ``TfidfVectorizer(analyzer=identity, sublinear_tf=True).transform`` computes
+    (1 + log term count, times idf, rows L2-normalised; unknown terms ignored), without
+    importing scikit-learn at scoring time (seconds of start-up)."""
+
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray) -> None:
+        self.vocabulary_ = vocabulary
+        self.idf_ = idf
+
+    def transform(self, docs: Sequence[Sequence[str]]) -> sparse.csr_matrix:
+        vocab = self.vocabulary_
+        indptr = [0]
+        indices: list[int] = []
+        counts: list[int] = []
+        for doc in docs:
+            row: dict[int, int] = {}
+            for term in doc:
+                j = vocab.get(term)
+                if j is not None:
+                    row[j] = row.get(j, 0) + 1
+            for j in sorted(row):
+                indices.append(j)
+                counts.append(row[j])
+            indptr.append(len(indices))
+        data = np.log(np.asarray(counts, dtype=np.float64)) + 1.0
+        ind = np.asarray(indices, dtype=np.int32)
+        data *= self.idf_[ind]
+        x = sparse.csr_matrix((data, ind, np.asarray(indptr, dtype=np.int64)),
+                              shape=(len(indptr) - 1, len(self.idf_)))
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        x.data /= np.repeat(norms, np.diff(x.indptr))
+        return x
+
+
 class BaselineModel:
     """Scikit-learn baseline with the estimator API (``fit``, ``predict_proba``; nothing happens
     in ``__init__``). Outputs: ``sentiment`` and one per dimension. It is also a
@@ -46,7 +79,7 @@ class BaselineModel:
         self.c_sentiment = c_sentiment
         self.c_dimension = c_dimension
         self.max_features = max_features
-        self.vectorizer: TfidfVectorizer | None = None
+        self.vectorizer = None  # sklearn's TfidfVectorizer when fitted, TfidfSpace when loaded
         self.heads: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (coef, intercept)
         self.metadata: dict = {}
 
@@ -67,6 +100,8 @@ class BaselineModel:
         dimension_labels: dict[str, Sequence[str]],
     ) -> BaselineModel:
         """Fit the shared TF-IDF space on all texts, then one classifier per output."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         self.vectorizer = TfidfVectorizer(
             analyzer=_identity, min_df=2, max_features=self.max_features, sublinear_tf=True
         )
@@ -84,6 +119,8 @@ class BaselineModel:
 
     @staticmethod
     def _fit_head(x, labels, classes, c, balanced) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
         y = np.asarray(labels)
         clf = LogisticRegression(
             C=c, max_iter=2000, class_weight="balanced" if balanced else None
@@ -143,10 +180,9 @@ class BaselineModel:
             raise ValueError(f"{directory}: not a {FORMAT} model")
         model = cls()
         with np.load(directory / "weights.npz", allow_pickle=False) as weights:
-            vec = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
-            vec.vocabulary_ = {term: i for i, term in enumerate(meta["vocabulary"])}
-            vec.idf_ = weights["idf"].astype(np.float64)
-            model.vectorizer = vec
+            model.vectorizer = TfidfSpace(
+                {term: i for i, term in enumerate(meta["vocabulary"])},
+                weights["idf"].astype(np.float64))
             model.heads = {
                 name: (weights[f"{name}.coef"], weights[f"{name}.intercept"])
                 for name in meta["heads"]

@@ -104,20 +104,76 @@ def load(spec: str | Path, settings: Settings | None = None, *,
 
 
 def _transformer(directory: Path, settings: Settings):
-    """A :class:`~pipeline.models.transformer.inference.TransformerClassifier` for a folder;
-    int8 as the settings say, else as the folder's metadata says (CPU only)."""
-    from pipeline.models.transformer import persistence
+    """A :class:`~pipeline.models.transformer.inference.TransformerClassifier` for a folder.
+
+    On the CPU with ONNX Runtime (backend ``auto`` or ``onnx``) the folder's ONNX graph runs
+    (exported once per weights file and cached, see :mod:`pipeline.models.transformer.onnx`)
+    in the numeric format ``settings.numeric_format`` picks; ``quantize`` true (or the
+    folder's ``int8_dynamic``) forces int8, false fp32. Neither torch nor transformers is
+    imported on that path. Otherwise the torch module, torch-int8 where quantised."""
+    import logging
+
     from pipeline.models.transformer.backends import resolve_backend, torch_int8
     from pipeline.models.transformer.inference import TransformerClassifier
 
-    model, tokenizer, meta = persistence.load(directory)
     device, backend, quantize = settings.device, settings.backend, settings.quantize
+    cpu = str(device).startswith("cpu")
+    if resolve_backend(backend, device) == "onnx":
+        try:
+            return _onnx_transformer(directory, settings, quantize)
+        except Exception as exc:
+            if backend == "onnx":
+                raise
+            logging.getLogger("revsat").warning(
+                "ONNX graph unavailable (%s: %s); using torch", type(exc).__name__, exc)
+    from pipeline.models.transformer import persistence
+
+    model, tokenizer, meta = persistence.load(directory)
     if quantize is None:
-        quantize = bool(meta.get("int8_dynamic", False)) and device == "cpu"
-    onnx_int8 = bool(quantize) and resolve_backend(backend, device) == "onnx"
-    if quantize and not onnx_int8:
+        quantize = bool(meta.get("int8_dynamic", False)) and cpu
+    if quantize:
         model = torch_int8(model)
     return TransformerClassifier(
-        model, tokenizer, meta, device, settings.batch_size, settings.max_chars, backend,
-        settings.torch_threads, settings.max_windows, int8=onnx_int8,
+        model, tokenizer, meta, device, settings.batch_size, settings.max_chars, "torch",
+        settings.torch_threads, settings.max_windows, format_reason="torch backend",
     )
+
+
+def _onnx_transformer(directory: Path, settings: Settings, quantize: bool | None):
+    import json
+
+    from pipeline.models.heads import HEADS
+    from pipeline.models.transformer import onnx as ox
+    from pipeline.models.transformer.backends import OnnxBackend
+    from pipeline.models.transformer.inference import TransformerClassifier
+    # persistence.META_FILE, read without importing torch
+    meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    if quantize is None and meta.get("int8_dynamic"):
+        quantize = True
+    requested = "int8" if quantize else "fp32" if quantize is False else settings.numeric_format
+    fmt, reason = ox.choose_format(requested, meta)
+    engine = OnnxBackend(ox.find_graph(directory, fmt, settings.cache_dir),
+                         settings.torch_threads, fmt)
+    return TransformerClassifier(
+        None, ox.FastTokenizer(directory), meta, settings.device, settings.batch_size,
+        settings.max_chars, "onnx", settings.torch_threads, settings.max_windows,
+        engine=engine, format_reason=reason,
+    )
+
+
+def inference_info(classifier) -> dict:
+    """Engine, numeric format (and why) and the CPU it was chosen for: stated in run.json."""
+    from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
+
+    inner = getattr(classifier, "transformer", classifier)
+    backend = getattr(inner, "backend", None)
+    flags = cpu_flags()
+    return {
+        "backend": getattr(backend, "name", "baseline"),
+        "numeric_format": getattr(inner, "numeric_format", "fp64"),
+        "format_reason": getattr(inner, "format_reason", "TF-IDF baseline (numpy)"),
+        "cpu": cpu_model(),
+        "cpu_flags": sorted({f for names in FORMAT_FLAGS.values() for f in names} & flags),
+    }

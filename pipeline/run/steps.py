@@ -42,8 +42,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConservationError, InputError
 from pipeline.ingest.columns import ColumnMap, find_columns, text_candidates
 from pipeline.ingest.readers import Chunk, file_digest, iter_chunks
-from pipeline.models.load import resolve
-from pipeline.report.render import render_run_report
+from pipeline.models.load import inference_info, resolve
 from pipeline.run.part import Counts, PartSpec, classifier_for, score_part
 from pipeline.run.progress import RowProgress
 from pipeline.store import history
@@ -138,6 +137,8 @@ class RunPlan:
         if self.id_column is not None:
             named["id"] = self.id_column
         return named
+    #: engine, numeric format (and why) and CPU of the model (see models.load.inference_info)
+    inference: dict = field(default_factory=dict)
 
     @property
     def work_dir(self) -> Path:
@@ -154,7 +155,12 @@ class RunPlan:
         """The score cache of this model version and the options that change predictions."""
         s = self.settings
         return self.work_dir / "cache" / _safe(
-            f"{self.model_version}-mc{s.max_chars}-q{s.quantize}")
+            f"{self.model_version}-mc{s.max_chars}-q{s.quantize}{self._format_suffix}")
+
+    @property
+    def _format_suffix(self) -> str:
+        fmt = self.inference.get("numeric_format", "fp32")
+        return "" if fmt in ("fp32", "fp64") else f"-{fmt}"
 
     @property
     def db_path(self) -> Path:
@@ -192,21 +198,23 @@ def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[
     out = Path(out_dir).resolve()
     inside(out, settings.duckdb_name)
     model_path = str(resolve(settings.model))
-    version = classifier_for(PartSpec("", model_path, settings.model_options(), "")).version
+    classifier = classifier_for(PartSpec("", model_path, settings.model_options(), ""))
+    version, inference = classifier.version, inference_info(classifier)
+    fmt = inference["numeric_format"]
     names = tuple(str(p) for p in inputs)
     digests = {p: _digest_or_none(Path(p)) for p in names}
     columns = settings.column_overrides()
     columns.update({k: v for k, v in (("text", text_column), ("id", id_column)) if v})
     key = json.dumps([model_path, version, settings.chunk_rows, settings.max_chars,
                       settings.quantize, sorted(columns.items()), sorted(digests.items()),
-                      PARTS_FORMAT])
+                      PARTS_FORMAT, *([fmt] if fmt not in ("fp32", "fp64") else [])])
     run_date = run_date or date.today()
     latest = history.latest_run_date(inside(out, settings.duckdb_name))
     return RunPlan(
         out_dir=out, settings=settings, inputs=names, run_id=uuid.uuid4().hex[:12],
         run_date=run_date, started=datetime.now(UTC), model_path=model_path,
         model_version=version, run_key=hashlib.sha256(key.encode()).hexdigest()[:16],
-        text_column=text_column, id_column=id_column, full=full,
+        text_column=text_column, id_column=id_column, full=full, inference=inference,
         backfill_of=latest if latest is not None and run_date < latest else None,
     )
 
@@ -461,6 +469,7 @@ def run_record(plan: RunPlan, stats: RunStats, drivers: DriverWeights | None = N
         "finished_at": (finished or datetime.now(UTC)).isoformat(timespec="seconds"),
         "inputs": list(plan.inputs),
         "model_version": plan.model_version,
+        "inference": plan.inference,
         "tool_version": __version__,
         "rows_in": stats.rows_in,
         "rows_scored": stats.rows_scored,
@@ -494,6 +503,8 @@ def report(plan: RunPlan, staging: Staging, stats: RunStats, record: dict,
            sat: pd.DataFrame) -> Path:
     """Render the staged ``report.html`` (``record``: the run record so far)."""
     s = plan.settings
+    from pipeline.report.render import render_run_report  # matplotlib: only for a report
+
     with stats.timed("report"):
         past = history.load_history(plan.db_path, plan.run_date, groupings=["all"],
                                     last_runs=s.report.history_runs)
@@ -510,7 +521,7 @@ def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:
     write_parquet(pd.DataFrame([{
         **record, **{k: json.dumps(record[k], ensure_ascii=False) for k in (
             "inputs", "failed_files", "encodings", "seconds", "composite_weights", "columns",
-            "column_warnings", "warning_reasons")},
+            "column_warnings", "warning_reasons", "inference")},
         # a typed empty value: a null-typed first row would not take a date later
         "backfill": record["backfill"] or ""}]),
         runs_path)

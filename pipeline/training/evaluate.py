@@ -93,7 +93,9 @@ def evaluate_models(specs: list[str], shared: Path | None,
     sent = sent.assign(lang_gold=sent["lang"])
     results, rows = {}, {}
     for spec in specs:
-        clf = load(spec, Settings(quantize=quantize))
+        # "default@int8": the model in that numeric format (see Settings.numeric_format)
+        name, _, fmt = spec.partition("@")
+        clf = load(name, Settings(quantize=quantize, **({"numeric_format": fmt} if fmt else {})))
         rows[spec] = {}
         results[spec] = {"version": clf.version,
                          **evaluate_classifier(clf, sent, dims, rows[spec])}

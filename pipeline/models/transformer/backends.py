@@ -1,21 +1,33 @@
-"""Inference engines for the multi-task module: eager PyTorch, or the module exported to ONNX
-and run by ONNX Runtime on the CPU. Both map padded ``input_ids``/``attention_mask`` arrays to
-the flat ``(batch, sum(HEADS))`` logits."""
+"""Inference engines for the multi-task module: eager PyTorch, or the module's ONNX graph run
+by ONNX Runtime on the CPU. Both map padded ``input_ids``/``attention_mask`` arrays to the flat
+``(batch, sum(HEADS))`` logits.
+
+The ONNX graph of a model folder is exported once per weights file and cached keyed by their
+hash (:mod:`pipeline.models.transformer.onnx`), never at load; loading it imports neither torch
+nor transformers. Only an in-memory module (training, tests) is exported on the spot.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from pipeline.models.transformer.module import MultiTaskModel
+from pipeline.models.heads import HEADS
+from pipeline.models.transformer.onnx import OnnxRunner, export_module, int8_onnx
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipeline.models.transformer.module import MultiTaskModel
 
 log = logging.getLogger("revsat")
+
+__all__ = ["OnnxBackend", "TorchBackend", "int8_onnx", "make_backend", "onnx_available",
+           "resolve_backend"]
 
 
 def onnx_available() -> bool:
@@ -37,14 +49,18 @@ def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:
     return backend
 
 
-def is_quantized(model: nn.Module) -> bool:
+def is_quantized(model: nn.Module | None) -> bool:
     """Whether ``model`` holds torch-quantised layers."""
-    return any("quantized" in type(m).__module__ for m in model.modules())
+    return model is not None and any("quantized" in type(m).__module__
+                                     for m in model.modules())
 
 
 def torch_int8(model: MultiTaskModel) -> nn.Module:
     """torch's dynamic int8 quantisation of every linear layer (CPU only)."""
     import warnings
+
+    import torch
+    from torch import nn
 
     with warnings.catch_warnings():  # torch announces a future API move; not ours
         warnings.simplefilter("ignore")
@@ -59,8 +75,12 @@ class TorchBackend:
     def __init__(self, model: nn.Module, device: str = "cpu") -> None:
         self.model = model.to(device)
         self.device = device
+        self.format = "int8" if is_quantized(model) else "fp32"
+        self.quantized = self.format == "int8"
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.model.flat(
                 torch.from_numpy(input_ids).to(self.device),
@@ -68,93 +88,45 @@ class TorchBackend:
             ).float().cpu().numpy()
 
 
-class _Flat(nn.Module):
-    """Export wrapper: one output tensor instead of a dict."""
-
-    def __init__(self, model: MultiTaskModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.flat(input_ids, attention_mask)
-
-
 class OnnxBackend:
-    """The model exported to ONNX at load time and run by ONNX Runtime on the CPU.
-
-    ONNX Runtime runs the same graph with fused kernels (LayerNorm, GELU, attention steps) and
-    less per-operator overhead than eager PyTorch, which matters for a small encoder on short
-    reviews (see README, Performance); the outputs equal PyTorch's to about 1e-5. The graph
-    lives only in a private temporary folder while the session loads; nothing is downloaded.
-    """
+    """An ONNX graph file run by ONNX Runtime on the CPU (fused kernels, less per-operator
+    overhead than eager PyTorch for a small encoder on short reviews; outputs equal PyTorch's
+    to about 1e-5). ``format``: ``fp32`` or ``int8`` (see :func:`.onnx.choose_format`)."""
 
     name = "onnx"
 
-    def __init__(self, model: MultiTaskModel, tokenizer, threads: int | None = None,
-                 int8: bool = False) -> None:
-        import io
+    def __init__(self, path: Path, threads: int | None = None, fmt: str = "fp32") -> None:
+        self.runner = OnnxRunner(path, threads, fmt)
+        self.format = fmt
+        self.quantized = fmt == "int8"
+
+    @classmethod
+    def from_module(cls, model: MultiTaskModel, threads: int | None = None,
+                    int8: bool = False) -> OnnxBackend:
+        """An in-memory module exported to a private temporary file (removed once loaded)."""
         import tempfile
-        import warnings
 
-        import onnxruntime as ort
-
-        sample = tokenizer(["query: 好", "query: fine, thanks"], padding=True,
-                           return_tensors="pt")
-        buf = io.BytesIO()
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notes about traced control flow
-            torch.onnx.export(
-                _Flat(model.eval()), (sample["input_ids"], sample["attention_mask"]), buf,
-                input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                              "attention_mask": {0: "batch", 1: "tokens"},
-                              "logits": {0: "batch"}},
-                opset_version=17, dynamo=False,
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        self.quantized = int8
-        # From a private file removed once loaded: a session made from bytes keeps a second
-        # copy of the weights alive for its whole life (about 90 MB for the default model).
         with tempfile.TemporaryDirectory(prefix="revsat-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"
-            path.write_bytes(buf.getvalue())
-            del buf
+            export_module(model, path)
             if int8:
                 path = int8_onnx(path, Path(tmp) / "model-int8.onnx")
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
+            return cls(path, threads, "int8" if int8 else "fp32")
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input_ids": input_ids,
-                                       "attention_mask": attention_mask})[0]
+        return self.runner.flat(input_ids, attention_mask, HEADS)
 
 
-def int8_onnx(src: Path, dst: Path) -> Path:
-    """ONNX Runtime dynamic int8 quantisation of every MatMul of the model file ``src``
-    (weights per output channel, activations per batch), written to ``dst``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
-    try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-    finally:
-        logging.getLogger().setLevel(quiet)
-    return dst
-
-
-def make_backend(model: MultiTaskModel, tokenizer: Any, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None, int8: bool = False) -> TorchBackend | OnnxBackend:
-    """The engine ``backend`` asks for (see :func:`resolve_backend`). ``auto`` falls back to
-    torch when the ONNX export fails (an operator the exporter lacks); ``onnx`` raises."""
+def make_backend(model: MultiTaskModel, tokenizer: Any = None, backend: str = "auto",
+                 device: str = "cpu", threads: int | None = None,
+                 int8: bool = False) -> TorchBackend | OnnxBackend:
+    """The engine ``backend`` asks for around an in-memory module (see
+    :func:`resolve_backend`). ``auto`` falls back to torch when the ONNX export fails (an
+    operator the exporter lacks); ``onnx`` raises."""
     chosen = resolve_backend(backend, device, quantized=is_quantized(model))
     if chosen == "onnx":
         try:
-            return OnnxBackend(model, tokenizer, threads, int8=int8)
+            return OnnxBackend.from_module(model, threads, int8=int8)
         except Exception as exc:
             if backend == "onnx":
                 raise

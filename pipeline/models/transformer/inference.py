@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from pipeline.models.heads import HEADS, length_batches, softmax, split_heads
 from pipeline.models.transformer.backends import make_backend
-from pipeline.models.transformer.module import MultiTaskModel
+
+if TYPE_CHECKING:  # torch loads only where the torch backend or training runs
+    from pipeline.models.transformer.module import MultiTaskModel
 
 
 class TransformerClassifier:
@@ -21,10 +24,15 @@ class TransformerClassifier:
     Load one with :func:`pipeline.models.load`; training builds one around a fresh module to
     calibrate it."""
 
-    def __init__(self, model: MultiTaskModel, tokenizer, meta: dict, device: str = "cpu",
+    def __init__(self, model: MultiTaskModel | None, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
-                 threads: int | None = None, max_windows: int = 4, int8: bool = False) -> None:
-        self.backend = make_backend(model, tokenizer, backend, device, threads, int8)
+                 threads: int | None = None, max_windows: int = 4, int8: bool = False,
+                 engine=None, format_reason: str = "") -> None:
+        """``engine``: a ready backend (the ONNX graph of a folder); else one is made around
+        ``model`` as ``backend`` says."""
+        self.backend = engine or make_backend(model, tokenizer, backend, device, threads, int8)
+        self.numeric_format = self.backend.format
+        self.format_reason = format_reason or "requested"
         self.tokenizer = tokenizer
         self.meta = meta
         self.device = device

@@ -1,0 +1,293 @@
+"""The transformer as an ONNX graph for ONNX Runtime on the CPU: exported once per weights
+file, never at load, and run without importing torch or transformers.
+
+The graph is keyed by the SHA-256 of the model folder's ``model.safetensors`` and
+``config.json`` (and :data:`EXPORT_FORMAT`). It is looked up, in order, in the model folder's
+``onnx/`` subfolder (a model packaged with its graph) and in the cache
+(``Settings.cache_dir``/onnx, by default ``~/.cache/revsat/onnx``). When neither holds it, it
+is exported once (:func:`export_folder`, which needs torch) into the cache; ``revsat
+export-onnx`` and :func:`pipeline.models.transformer.persistence.save` do that when a model is
+packaged, so a scoring run only reads it.
+
+The export is generic: whatever ``nn.Module`` the folder loads into is traced with
+``(input_ids, attention_mask)``; a dict of outputs (one block of logits per head) becomes one
+named graph output per key, a single tensor the output ``logits``.
+
+Numeric formats (:func:`choose_format`): ``fp32``; ``int8`` (ONNX Runtime's dynamic
+quantisation of the encoder's MatMuls, for CPUs with VNNI int8 dot products); ``bf16`` is not
+offered by ONNX Runtime's x86 CPU kernels (see README, Performance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("revsat")
+
+#: Part of the cache key: bump when the export (opset, wrapper, quantiser options) changes.
+EXPORT_FORMAT = 2
+FORMATS = ("fp32", "int8")
+#: CPU flags (``lscpu`` / ``/proc/cpuinfo``) that make a format fast.
+FORMAT_FLAGS = {"int8": ("avx512_vnni", "amx_int8", "avx_vnni"),
+                "bf16": ("avx512_bf16", "amx_bf16")}
+WEIGHT_FILES = ("model.safetensors", "config.json")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "revsat"
+
+
+def weights_key(directory: Path) -> str:
+    """Hash of the folder's weights and encoder config (what the graph is made from)."""
+    digest = hashlib.sha256(f"revsat-onnx-{EXPORT_FORMAT}".encode())
+    for name in WEIGHT_FILES:
+        with (directory / name).open("rb") as fh:
+            while block := fh.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def graph_paths(directory: Path, key: str, fmt: str, cache_dir: Path | None) -> list[Path]:
+    """Where the graph of ``key`` in format ``fmt`` may be, in lookup order."""
+    name = f"{key}.{fmt}.onnx"
+    return [directory / "onnx" / name, (cache_dir or default_cache_dir()) / "onnx" / name]
+
+
+def find_graph(directory: Path, fmt: str = "fp32", cache_dir: Path | None = None,
+               export: bool = True) -> Path:
+    """The graph file of ``directory`` in ``fmt``; exported (once) into the cache when missing
+    and ``export`` is true, else :class:`FileNotFoundError`."""
+    key = weights_key(directory)
+    for path in graph_paths(directory, key, fmt, cache_dir):
+        if path.is_file():
+            return path
+    if not export:
+        raise FileNotFoundError(f"no ONNX graph {key}.{fmt} for {directory}")
+    return export_folder(directory, fmt, cache_dir, key=key)
+
+
+def export_folder(directory: Path, fmt: str = "fp32", cache_dir: Path | None = None,
+                  key: str | None = None, target: Path | None = None) -> Path:
+    """Export the model of ``directory`` to ONNX in ``fmt`` (fp32 first; int8 is quantised
+    from it) into ``target`` (a folder; default the cache). Written atomically, so concurrent
+    processes never read half a file. Needs torch."""
+    key = key or weights_key(directory)
+    folder = target or (cache_dir or default_cache_dir()) / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / f"{key}.fp32.onnx"
+    if not fp32.is_file():
+        from pipeline.models.transformer import persistence
+
+        log.info("exporting %s to ONNX (once per weights file): %s", directory, fp32)
+        model, _, _ = persistence.load(directory)
+        _atomic(fp32, lambda tmp: export_module(model, tmp))
+    if fmt == "fp32":
+        return fp32
+    if fmt == "int8":
+        out = folder / f"{key}.int8.onnx"
+        if not out.is_file():
+            _atomic(out, lambda tmp: int8_onnx(fp32, tmp))
+        return out
+    raise ValueError(f"unknown numeric format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_module(module, path: Path) -> list[str]:
+    """Trace ``module(input_ids=..., attention_mask=...)`` into the ONNX file ``path`` with
+    dynamic batch and token axes; returns the output names."""
+    import warnings
+
+    import torch
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask)
+            return tuple(out.values()) if isinstance(out, dict) else out
+
+    module = module.eval()
+    ids = torch.tensor([[0, 5, 6, 2], [0, 7, 2, 1]], dtype=torch.int64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
+    with torch.no_grad():
+        sample = module(input_ids=ids, attention_mask=mask)
+    if isinstance(sample, dict):
+        names = list(sample)
+    elif isinstance(sample, (tuple, list)):
+        names = [f"output_{i}" for i in range(len(sample))]
+    else:
+        names = ["logits"]
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            **{n: {0: "batch"} for n in names}}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes about traced control flow
+        torch.onnx.export(Outputs(module), (ids, mask), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=names,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    return names
+
+
+def int8_onnx(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> Path:
+    """ONNX Runtime dynamic int8 quantisation of the ``op_types`` of ``src`` (weights per
+    output channel, activations per batch), written to ``dst``: only products with a weight
+    matrix of the encoder."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    # fp32 stays where int8 costs accuracy for little speed: the heads, and the products of two
+    # activations (attention scores and their weighted sum: softmax outputs quantised per
+    # batch lose the small probabilities)
+    keep = [n.name for n in graph.node if n.name and n.op_type in ("Gemm", "MatMul")
+            and (("encoder" not in n.name and "layer" not in n.name)
+                 or not any(i in weights for i in n.input))]
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(op_types), nodes_to_exclude=keep)
+    finally:
+        logging.getLogger().setLevel(quiet)
+    return dst
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as ``lscpu`` shows them (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s "Model name")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def choose_format(requested: str, meta: dict, flags: set[str] | None = None) -> tuple[str, str]:
+    """The numeric format to run and why. ``requested``: ``auto``, ``fp32`` or ``int8``.
+
+    ``auto`` picks ``int8`` only where the CPU has int8 dot-product instructions *and* the
+    model folder lists int8 among the formats that passed its accuracy check
+    (``"formats"`` in ``revsat_model.json``: set where ``revsat evaluate NAME@fp32 NAME@int8``
+    shows a cost of at most 0.5 point on every held-out figure); otherwise ``fp32``."""
+    if requested not in ("auto", *FORMATS):
+        raise ValueError(f"numeric format {requested!r}: use auto, {', '.join(FORMATS)}")
+    if requested != "auto":
+        return requested, "requested"
+    flags = cpu_flags() if flags is None else flags
+    approved = meta.get("formats") or ["fp32"]
+    has = [f for f in FORMAT_FLAGS["int8"] if f in flags]
+    if "int8" in approved and has:
+        return "int8", f"CPU has {has[0]}; int8 passed the model's accuracy check"
+    if has:
+        return "fp32", (f"CPU has {has[0]}, but int8 is not among the model's checked formats "
+                        f"{approved}")
+    return "fp32", "fallback (no int8 dot-product instructions)"
+
+
+class OnnxRunner:
+    """An ONNX Runtime session of a graph file; maps padded ``input_ids``/``attention_mask``
+    arrays to a dict of named outputs."""
+
+    def __init__(self, path: Path, threads: int | None = None, fmt: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        self.path = path
+        self.format = fmt
+        self.quantized = fmt == "int8"
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {"input_ids": input_ids,
+                                         "attention_mask": attention_mask})
+        return dict(zip(self.names, values, strict=True))
+
+    def flat(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+             heads: dict[str, int]) -> np.ndarray:
+        """The ``(batch, sum(heads))`` logits in ``heads`` order."""
+        out = self.outputs(input_ids, attention_mask)
+        if "logits" in out:
+            return out["logits"]
+        return np.concatenate([out[name] for name in heads], axis=1)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class FastTokenizer:
+    """The folder's ``tokenizer.json`` through the ``tokenizers`` library directly: the same ids
+    as ``transformers``' fast tokenizer for what inference asks of it, without importing
+    transformers (seconds of start-up)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self._truncating: int | None = None
+        config = {}
+        if (directory / "tokenizer_config.json").is_file():
+            config = json.loads((directory / "tokenizer_config.json").read_text("utf-8"))
+        pad = config.get("pad_token", "<pad>")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        self.pad_token_id = self._tok.token_to_id(pad) if pad else None
+
+    def __call__(self, texts, truncation: bool = False, max_length: int | None = None,
+                 verbose: bool = False) -> dict:
+        want = max_length if truncation and max_length else None
+        if want != self._truncating:
+            if want:
+                self._tok.enable_truncation(want)
+            else:
+                self._tok.no_truncation()
+            self._truncating = want
+        if isinstance(texts, str):
+            return {"input_ids": self._tok.encode(texts).ids}
+        return {"input_ids": [e.ids for e in self._tok.encode_batch(list(texts))]}

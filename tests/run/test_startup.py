@@ -1,0 +1,90 @@
+"""Start-up and numeric formats (issue 16): what scoring imports, the ONNX graph cache, the
+CPU-flag format choice, the torch-free tokeniser and TF-IDF, the reused local server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.config import models_dir
+from pipeline.models.transformer import onnx as ox
+
+shipped = pytest.mark.skipif(
+    not (models_dir() / "default" / "model.safetensors").is_file(), reason="no shipped model")
+
+
+def test_format_choice_follows_cpu_flags_and_the_models_checked_formats():
+    checked = {"formats": ["fp32", "int8"]}
+    assert ox.choose_format("auto", checked, {"avx512_vnni"})[0] == "int8"
+    assert ox.choose_format("auto", checked, {"amx_int8"})[0] == "int8"
+    assert ox.choose_format("auto", checked, {"avx2"})[0] == "fp32"  # fallback
+    assert ox.choose_format("auto", {}, {"avx512_vnni"})[0] == "fp32"  # not checked
+    assert ox.choose_format("int8", {}, set()) == ("int8", "requested")
+    with pytest.raises(ValueError):
+        ox.choose_format("bf16", {}, set())
+
+
+@shipped
+def test_onnx_scoring_path_imports_no_torch_and_finds_the_cached_graph(tmp_path):
+    code = ("import sys; from pipeline.models.load import load, inference_info; "
+            "c = load('default'); print(inference_info(c)['backend'], "
+            "'torch' in sys.modules, 'transformers' in sys.modules, "
+            "'matplotlib' in sys.modules, 'sklearn' in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # exports once
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out == ["onnx", "False", "False", "False", "False"], out
+    key = ox.weights_key(models_dir() / "default")
+    assert any(p.is_file() for p in ox.graph_paths(models_dir() / "default", key, "fp32", None))
+
+
+@shipped
+def test_fast_tokenizer_equals_transformers():
+    from conftest import sample_labelled
+    from transformers import AutoTokenizer
+
+    folder = models_dir() / "default"
+    texts = ["query: " + t for t in sample_labelled()["text"]] + ["query: " + "long text " * 300]
+    ours, theirs = ox.FastTokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    for truncation in (False, True):
+        assert (ours(texts, truncation=truncation, max_length=128)["input_ids"]
+                == theirs(texts, truncation=truncation, max_length=128)["input_ids"])
+    assert ours.pad_token_id == theirs.pad_token_id
+
+
+def test_tfidf_space_equals_sklearn(tiny_baseline_dir):
+    from conftest import sample_labelled
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from pipeline.models.baseline import BaselineModel, _identity, _ngrams
+    from pipeline.text.preprocess import preprocess
+
+    model = BaselineModel.load(tiny_baseline_dir)
+    docs = [_ngrams(t) for t in preprocess(sample_labelled())["tokens"]] + [[], ["zz-unknown"]]
+    ref = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
+    ref.vocabulary_, ref.idf_ = model.vectorizer.vocabulary_, model.vectorizer.idf_
+    assert abs(ref.transform(docs) - model.vectorizer.transform(docs)).max() < 1e-12
+
+
+def test_scipy_special_equals_scipy_stats():
+    from scipy import stats
+
+    from pipeline.analytics.trends import _bh
+
+    p = np.random.default_rng(0).random(200) ** 3
+    np.testing.assert_allclose(_bh(p), stats.false_discovery_control(p, method="bh"))
+
+
+def test_local_server_is_reused(tmp_path, monkeypatch):
+    from revsat import local_server
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    first = local_server.ensure_local_server(idle_minutes=1, startup_timeout=180)
+    try:
+        assert local_server.ensure_local_server(idle_minutes=1) == first
+        assert local_server._healthy(first)
+    finally:
+        assert local_server.stop_local_server()
