@@ -27,6 +27,9 @@ LANGS: tuple[str, ...] = ("zh", "en", "mixed", "other")
 #: Optional columns passed through from the input export when present.
 PASSTHROUGH: tuple[str, ...] = ("rating", "product_id", "category", "created_at")
 
+#: Where an input row came from: its file and 0-based data row.
+_SOURCE = (("source_file", pa.string()), ("source_row", pa.int64()))
+
 #: The model's columns of ``reviews`` (what the score cache stores), with their types.
 PREDICTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("sentiment", pa.string()),
@@ -47,8 +50,7 @@ REVIEWS_SCHEMA = pa.schema(
         ("product_id", pa.string()),
         ("category", pa.string()),
         ("created_at", pa.timestamp("us")),
-        ("source_file", pa.string()),
-        ("source_row", pa.int64()),
+        *_SOURCE,
         ("content_hash", pa.string()),
         ("model_version", pa.string()),
         ("run_id", pa.string()),
@@ -57,26 +59,12 @@ REVIEWS_SCHEMA = pa.schema(
 
 #: Schema of ``rejected.parquet`` / the ``rejected`` table.
 REJECTED_SCHEMA = pa.schema(
-    [
-        ("source_file", pa.string()),
-        ("source_row", pa.int64()),
-        ("raw", pa.string()),
-        ("reason", pa.string()),
-        ("run_id", pa.string()),
-    ]
+    [*_SOURCE, ("raw", pa.string()), ("reason", pa.string()), ("run_id", pa.string())]
 )
 
 #: Schema of ``warnings.parquet``: field values that were invalid and set to null.
-WARNINGS_SCHEMA = pa.schema(
-    [
-        ("source_file", pa.string()),
-        ("source_row", pa.int64()),
-        ("column", pa.string()),
-        ("value", pa.string()),
-        ("reason", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
+WARNINGS_SCHEMA = pa.schema([*_SOURCE, ("column", pa.string()), ("value", pa.string()),
+                             ("reason", pa.string()), ("run_id", pa.string())])
 
 #: A chunk's part of ``reviews``: the row's input values ride along as ``raw`` until the merge
 #: decides duplicates (a rejected duplicate keeps them).

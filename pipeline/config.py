@@ -3,8 +3,9 @@
 Values come, highest priority first, from: keyword arguments (the CLI's flags), environment
 variables prefixed ``REVSAT_`` (e.g. ``REVSAT_BATCH_SIZE=64``, ``REVSAT_MODEL=baseline``), a
 ``revsat.toml`` file in the working directory (or the file named by ``REVSAT_CONFIG``, or the
-file given to :meth:`Settings.load`), then the defaults below. The tree has one branch,
-``train`` (the ``[train]`` table: :class:`pipeline.training.arguments.TrainConfig`).
+file given to :meth:`Settings.load`), then the defaults below. Branches of the tree are TOML
+tables and ``__`` in environment names: ``[terms]`` (:class:`TermSettings`), ``[report]``
+(:class:`ReportSettings`) and ``[train]`` (:class:`pipeline.training.arguments.TrainConfig`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,10 +45,27 @@ def models_dir() -> Path:
     return Path(os.environ.get("REVSAT_MODELS_DIR", PROJECT_ROOT / "models"))
 
 
+class TermSettings(BaseModel):
+    """``[terms]``: how complaint terms are ranked and shown (``REVSAT_TERMS__MIN_COUNT=5``)."""
+
+    min_count: int = Field(3, gt=0, description="negative reviews of its dimension a term needs")
+    prior_size: float = Field(1000.0, gt=0, description="pseudo-counts of the log-odds prior")
+    examples: int = Field(3, ge=0, description="example reviews kept per term")
+    example_chars: int = Field(300, gt=0, description="characters kept of an example review")
+
+
+class ReportSettings(BaseModel):
+    """``[report]``: what ``report.html`` shows."""
+
+    quotes: int = Field(3, ge=0, description="negative reviews quoted per dimension without terms")
+    history_runs: int = Field(90, gt=0, description="run dates in the trend chart")
+
+
 class Settings(BaseSettings):
     """Run settings; every field has a default that works on a fresh clone."""
 
-    model_config = SettingsConfigDict(env_prefix="REVSAT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REVSAT_", env_nested_delimiter="__",
+                                      extra="ignore")
 
     model: str = Field(
         "default",
@@ -119,27 +137,15 @@ class Settings(BaseSettings):
     )
     fail_on_alerts: bool = Field(False, description="CLI exits 3 when the run raised alerts")
     top_terms: int = Field(10, gt=0, description="complaint terms listed per dimension")
-    term_min_count: int = Field(
-        3, gt=0, description="a complaint term needs this many negative reviews of its dimension"
-    )
-    term_prior_size: float = Field(
-        1000.0, gt=0, description="pseudo-counts of the log-odds prior that ranks complaint terms"
-    )
-    term_examples: int = Field(3, ge=0, description="example reviews kept per complaint term")
-    term_example_chars: int = Field(
-        300, gt=0, description="characters of an example review kept in complaint_terms"
-    )
-    report_quotes: int = Field(
-        3, ge=0, description="negative reviews the report quotes per dimension without terms"
-    )
-    report_history_runs: int = Field(
-        90, gt=0, description="run dates shown in the report's trend chart"
-    )
     progress: bool = Field(True, description="show progress bars on stderr")
     shared_dir: Path | None = Field(
         None, description="labelled corpora for training and evaluation (default: ../shared "
         "beside the project); scoring never needs them"
     )
+    terms: TermSettings = Field(
+        default_factory=lambda: TermSettings(), description="the [terms] table")
+    report: ReportSettings = Field(
+        default_factory=lambda: ReportSettings(), description="the [report] table")
     train: TrainConfig = Field(
         default_factory=TrainConfig, description="the [train] table: a training run's arguments"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 log = logging.getLogger("revsat")
@@ -49,21 +49,36 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException)
 
 
-def retry(fn: Callable[[], T], what: str, *, attempts: int = ATTEMPTS,
-          base: float = BASE_DELAY, cap: float = MAX_DELAY,
-          sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call ``fn()``; on a transient error wait and try again, up to ``attempts`` times.
-
-    ``what`` names the step in the log line of each retry. The last error is re-raised.
-    """
+def retry_iter(make: Callable[[], Iterable[T]], what: str, *, attempts: int = ATTEMPTS,
+               base: float = BASE_DELAY, cap: float = MAX_DELAY,
+               sleep: Callable[[float], None] = time.sleep) -> Iterator[T]:
+    """Yield the items of ``make()``; on a transient error wait, call ``make()`` again and
+    resume after the items already yielded (``make`` must give the same items every time),
+    up to ``attempts`` times. ``what`` names the step in the log line of each retry; the last
+    error is re-raised, and errors no retry can fix are raised at once."""
     delays = backoff_delays(attempts, base, cap)
+    done = 0
     for attempt in range(attempts):
         try:
-            return fn()
+            for index, item in enumerate(make()):
+                if index < done:
+                    continue  # already handed out before the failure
+                yield item
+                done += 1
+            return
         except Exception as exc:
             if not is_transient(exc) or attempt == len(delays):
                 raise
-            log.warning("%s failed (%s: %s); retry %d/%d in %.1f s", what,
-                        type(exc).__name__, exc, attempt + 1, len(delays), delays[attempt])
+            log.warning("%s failed (%s: %s); retry %d/%d in %.1f s, resuming after item %d",
+                        what, type(exc).__name__, exc, attempt + 1, len(delays),
+                        delays[attempt], done)
             sleep(delays[attempt])
-    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry(fn: Callable[[], T], what: str, *, attempts: int = ATTEMPTS,
+          base: float = BASE_DELAY, cap: float = MAX_DELAY,
+          sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``fn()``; on a transient error wait and try again, up to ``attempts`` times
+    (:func:`retry_iter` of the one result)."""
+    return next(retry_iter(lambda: (fn(),), what, attempts=attempts, base=base, cap=cap,
+                           sleep=sleep))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.analytics.evidence import COMPLAINT_TERMS_SCHEMA, complaint_terms, log_odds_z
-from pipeline.catalog import DIMENSIONS
+from pipeline.analytics.evidence import complaint_terms, log_odds_z
+from pipeline.catalog import COMPLAINT_TERMS_SCHEMA, DIMENSIONS, REVIEWS_SCHEMA
 
 
 def reviews_with_terms(tmp_path, n: int = 600, seed: int = 0):
@@ -77,4 +77,14 @@ def test_no_complaints_gives_an_empty_table(tmp_path):
                           **{f"{d}_confidence": [0.9, 0.9] for d in DIMENSIONS}})
     frame.to_parquet(tmp_path / "r.parquet")
     terms = complaint_terms(tmp_path / "r.parquet", "r", pd.Timestamp("2026-11-14").date())
+    assert terms.empty and list(terms.columns) == COMPLAINT_TERMS_SCHEMA.names
+
+
+def test_a_run_without_reviews_has_no_complaint_terms(tmp_path):
+    # every row rejected: the table is empty (it used to fail on a column-selecting mask)
+    path = tmp_path / "reviews.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(REVIEWS_SCHEMA.empty_table(), path)
+    terms = complaint_terms(path, "r1", pd.Timestamp("2026-11-14").date())
     assert terms.empty and list(terms.columns) == COMPLAINT_TERMS_SCHEMA.names

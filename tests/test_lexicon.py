@@ -15,10 +15,14 @@ def test_longest_match_wins():
 def test_shipped_lexicon_uses_label_vocabulary_and_matches_chinese_terms():
     lex = default_lexicon()
     assert len(lex.entries) > 300
-    labels = lex.weak_labels(preprocess(pd.DataFrame({"text": ["快递小哥态度很好，包装破损了"]}))
-                             ["tokens"].iloc[0])
-    assert labels["logistics"] in {"negative", "neutral", "positive"}
-    assert labels["privacy"] == "none"
+    tokens = preprocess(pd.DataFrame({"text": ["快递小哥态度很好，包装破损了"]}))["tokens"].iloc[0]
+    # the user dictionary keeps both terms whole, so both match as whole tokens
+    assert {"快递小哥", "包装破损"} <= set(tokens)
+    assert [(h.term, h.dimension, h.polarity) for h in lex.match(tokens)] == [
+        ("快递小哥", "logistics", "neutral"), ("包装破损", "logistics", "negative")]
+    # a neutral and a negative logistics hit: negative wins; nothing else is mentioned
+    assert lex.weak_labels(tokens) == {"logistics": "negative", "quality": "none",
+                                       "service": "none", "privacy": "none"}
 
 
 def test_weak_labels_agree_with_hand_labels_on_detection():

@@ -90,14 +90,11 @@ def label_combinations(reviews_parquet: Path,
                        memory_limit: str = DEFAULT_DUCKDB_MEMORY) -> pd.DataFrame:
     """Count reviews per distinct (sentiment, dimension labels) combination, in DuckDB."""
     cols = ", ".join(["sentiment", *DIMENSIONS])
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         duck.register_parquet(con, "reviews", reviews_parquet)
         return con.execute(
             f"SELECT {cols}, count(*) AS n FROM reviews GROUP BY ALL ORDER BY ALL"
         ).df()
-    finally:
-        con.close()
 
 
 def fit_drivers(

@@ -63,8 +63,7 @@ def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
     Returns the term table, the number of negative reviews per dimension and the review count.
     """
     neg = ", ".join(f"count(*) FILTER (WHERE {d} = 'negative') AS {d}" for d in DIMENSIONS)
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         duck.register_parquet(con, "reviews", reviews_parquet)
         terms = con.execute(
             f"""WITH t AS (SELECT unnest(list_distinct(tokens)) AS term, {", ".join(DIMENSIONS)}
@@ -73,10 +72,9 @@ def term_counts(reviews_parquet: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY
                 WHERE term IS NOT NULL AND length(term) > 0 GROUP BY term"""
         ).df()
         row = con.execute(f"SELECT count(*), {neg} FROM reviews").fetchone()
-    finally:
-        con.close()
     assert row is not None
-    terms = terms[terms["term"].map(_keep)].reset_index(drop=True)
+    # .loc with a bool mask: an empty object mask would select columns instead of rows
+    terms = terms.loc[terms["term"].map(_keep).astype(bool)].reset_index(drop=True)
     return terms, dict(zip(DIMENSIONS, map(int, row[1:]), strict=True)), int(row[0])
 
 
@@ -142,8 +140,7 @@ def add_examples(
         f"WHEN '{d}' THEN r.{d}" for d in DIMENSIONS) + " END"
     conf = "CASE k.dimension " + " ".join(
         f"WHEN '{d}' THEN r.{d}_confidence" for d in DIMENSIONS) + " END"
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         con.register("k", top[["dimension", "term"]])
         duck.register_parquet(con, "reviews", reviews_parquet)
         # Distinct texts only: exports often repeat a review under several ids.
@@ -164,8 +161,6 @@ def add_examples(
                 SELECT dimension, term, review_id, text FROM ranked
                 WHERE rn <= {int(per_term)} ORDER BY dimension, term, rn"""
         ).df()
-    finally:
-        con.close()
     grouped = hits.groupby(["dimension", "term"], sort=False)
     ids = grouped["review_id"].agg(list)
     texts = grouped["text"].agg(list)

@@ -83,12 +83,9 @@ def count_mentions(reviews_parquet: Path,
                     count(*) FILTER (WHERE {col} = 'neutral') AS neutral
                 FROM {src} WHERE {expr} IS NOT NULL GROUP BY 1, 2, 3"""
             )
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         duck.register_parquet(con, src, reviews_parquet)
         return con.execute(" UNION ALL ".join(parts)).df()
-    finally:
-        con.close()
 
 
 def satisfaction_table(

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.ingest.columns import ColumnMap, find_columns
-from pipeline.retry import backoff_delays, is_transient, retry
+from pipeline.retry import backoff_delays, retry, retry_iter
 
 log = logging.getLogger("revsat")
 
@@ -135,29 +135,14 @@ def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         )
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
-    yielded = failures = 0
-    while True:
-        try:
-            for index, chunk in enumerate(_read(path, suffix, chunk_rows)):
-                if index < yielded:
-                    continue  # already handed out before a transient failure
-                yield chunk
-                yielded += 1
-            return
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}: cannot be decoded as {exc.encoding} at byte {exc.start} ({exc.reason});"
-                " re-export the file as UTF-8"
-            ) from None
-        except Exception as exc:
-            if not is_transient(exc) or failures >= len(READ_RETRY_DELAYS):
-                raise
-            delay = READ_RETRY_DELAYS[failures]
-            failures += 1
-            log.warning("%s: read failed (%s: %s); retry %d/%d in %.1f s, resuming after "
-                        "chunk %d", path, type(exc).__name__, exc, failures,
-                        len(READ_RETRY_DELAYS), delay, yielded)
-            _sleep(delay)
+    try:
+        yield from retry_iter(lambda: _read(path, suffix, chunk_rows), f"reading {path}",
+                              attempts=len(READ_RETRY_DELAYS) + 1, sleep=_sleep)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: cannot be decoded as {exc.encoding} at byte {exc.start} ({exc.reason});"
+            " re-export the file as UTF-8"
+        ) from None
 
 
 def file_digest(path: Path) -> str:

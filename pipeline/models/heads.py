@@ -8,7 +8,8 @@ sentiment in :data:`~pipeline.catalog.SENTIMENTS` order and for each dimension i
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_heads(logits):
+def split_heads(logits: Any) -> dict[str, Any]:
     """``(batch, sum(HEADS))`` logits (tensor or array) -> one block per head."""
     out, start = {}, 0
     for name, size in HEADS.items():
@@ -61,7 +62,7 @@ def label_columns(probs: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def length_batches(lengths, batch_size: int) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Indices of ``lengths`` in batches of at most ``batch_size``, shortest first (a stable
     sort, so equal lengths keep their order): each batch pads to little more than its own
     length, as sentence-transformers' ``encode`` does. Callers restore the input order."""

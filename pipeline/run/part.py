@@ -31,7 +31,7 @@ from pipeline.config import DEFAULT_DUCKDB_MEMORY, Settings
 from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk
 from pipeline.ingest.validate import validate_chunk
-from pipeline.models.heads import label_columns
+from pipeline.models.heads import Classifier, label_columns
 from pipeline.models.load import load
 from pipeline.store.cache import read_cache
 from pipeline.store.parts import part_file
@@ -76,7 +76,7 @@ def part_name(file_order: int, chunk_index: int) -> str:
 
 
 @lru_cache(maxsize=2)
-def _classifier(model_path: str, settings_json: str):
+def _classifier(model_path: str, settings_json: str) -> Classifier:
     """One classifier per worker process and model (loading is the expensive part).
 
     ``torch_threads`` in the settings caps torch's CPU threads in this process (a Dask worker
@@ -89,7 +89,7 @@ def _classifier(model_path: str, settings_json: str):
     return classifier
 
 
-def classifier_for(spec: PartSpec):
+def classifier_for(spec: PartSpec) -> Classifier:
     """The (cached) classifier of a part spec."""
     return _classifier(spec.model_path, json.dumps(spec.settings, sort_keys=True))
 

@@ -47,12 +47,15 @@ class RowProgress:
             log.info("%s: %s", self.label, self.summary())
 
     def rate(self) -> float:
+        """Reviews scored per second so far."""
         return self.scored / max(time.perf_counter() - self._start, 1e-9)
 
     def summary(self) -> str:
+        """Rows read and scored, and the rate, in words."""
         return f"{self.read:,} rows read, {self.scored:,} scored, {self.rate():,.0f} reviews/s"
 
     def update(self, read: int, scored: int, where: str = "") -> None:
+        """Count ``read`` more rows read and ``scored`` more scored (in ``where``)."""
         self.read += read
         self.scored += scored
         if not self.enabled:

@@ -316,8 +316,8 @@ def find_evidence(plan: RunPlan, staging: Staging, stats: RunStats) -> pd.DataFr
     with stats.timed("evidence"):
         terms = complaint_terms(
             staging.path(TABLES["reviews"].file), plan.run_id, plan.run_date,
-            top_n=s.top_terms, min_count=s.term_min_count, prior_size=s.term_prior_size,
-            per_term=s.term_examples, max_chars=s.term_example_chars,
+            top_n=s.top_terms, min_count=s.terms.min_count, prior_size=s.terms.prior_size,
+            per_term=s.terms.examples, max_chars=s.terms.example_chars,
             memory_limit=s.duckdb_memory)
         write_parquet(terms, staging.path(table.file), table.schema)
     return terms
@@ -365,9 +365,9 @@ def report(plan: RunPlan, staging: Staging, stats: RunStats, record: dict,
     s = plan.settings
     with stats.timed("report"):
         past = history.load_history(plan.db_path, plan.run_date, groupings=["all"],
-                                    last_runs=s.report_history_runs)
+                                    last_runs=s.report.history_runs)
         return render_run_report(staging.path(REPORT_FILE), record, sat, staging.dir, past,
-                                 quotes=s.report_quotes)
+                                 quotes=s.report.quotes)
 
 
 def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:

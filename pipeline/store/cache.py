@@ -28,12 +28,9 @@ def read_cache(cache_dir: str | None,
 @lru_cache(maxsize=2)
 def _load(files: tuple[str, ...], memory_limit: str) -> pd.DataFrame:
     """Load the cache files once per worker (keyed by the file list, which grows per run)."""
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         frame = con.execute("SELECT DISTINCT ON (content_hash) * FROM read_parquet(?)",
                             [list(files)]).df()
-    finally:
-        con.close()
     return frame.set_index("content_hash")
 
 
@@ -41,8 +38,7 @@ def write_cache(reviews: Path, target: Path, model_version: str,
                 memory_limit: str = DEFAULT_DUCKDB_MEMORY) -> None:
     """Store the predictions of a published ``reviews.parquet`` for later incremental runs."""
     cols = ", ".join(["content_hash", *PREDICTION_COLUMNS])
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         with replacing(target) as tmp:
             con.execute(
                 f"""COPY (SELECT DISTINCT ON (content_hash) {cols} FROM read_parquet(?)
@@ -50,5 +46,3 @@ def write_cache(reviews: Path, target: Path, model_version: str,
                     TO ? (FORMAT parquet, COMPRESSION zstd)""",
                 [str(reviews), model_version, str(tmp)],
             )
-    finally:
-        con.close()

@@ -45,11 +45,8 @@ def file_tables(db: Path) -> set[str]:
     """Names of the tables in the DuckDB file ``db`` (empty when the file does not exist)."""
     if not db.is_file():
         return set()
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with duckdb.connect(str(db), read_only=True) as con:
         return tables(con)
-    finally:
-        con.close()
 
 
 def register_parquet(con: duckdb.DuckDBPyConnection, name: str, path: str | Path) -> None:

@@ -36,8 +36,7 @@ def load_history(
         return pd.DataFrame()
     if not table.isidentifier():
         raise ValueError(f"bad table name {table!r}")
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with duckdb.connect(str(db), read_only=True) as con:
         if table not in tables(con):
             return pd.DataFrame()
         where, params = ["run_date < ?"], [before]
@@ -51,8 +50,6 @@ def load_history(
         return con.execute(
             f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY run_date", params
         ).df()
-    finally:
-        con.close()
 
 
 def run_row(record: dict, overall: dict[str, float]) -> pa.Table:
@@ -116,11 +113,8 @@ def run_logged(db: Path, run_id: str) -> bool:
     """Whether ``db``'s ``runs`` log holds ``run_id`` (its publication transaction committed)."""
     if not db.is_file():
         return False
-    con = duckdb.connect(str(db))  # not read-only: a killed writer's WAL may need replaying
-    try:
+    with duckdb.connect(str(db)) as con:  # not read-only: a killed writer's WAL may need replaying
         if "runs" not in tables(con):
             return False
         return con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
                            [run_id]).fetchone()[0] > 0
-    finally:
-        con.close()

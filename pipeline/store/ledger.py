@@ -28,6 +28,8 @@ _DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (path VARCHAR, sha256 VARCHAR, size
 
 @dataclass(frozen=True)
 class InputFile:
+    """An export file with the hash and size that identify it in the ledger."""
+
     path: Path
     sha256: str
     size: int
@@ -52,11 +54,8 @@ def seen_hashes(db: Path) -> set[str]:
     """Hashes already in the ledger (empty when the database or the table does not exist)."""
     if TABLE not in file_tables(db):
         return set()
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with duckdb.connect(str(db), read_only=True) as con:
         return {r[0] for r in con.execute(f"SELECT sha256 FROM {TABLE}").fetchall()}
-    finally:
-        con.close()
 
 
 def new_files(db: Path, paths: list[Path]) -> list[InputFile]:
@@ -78,8 +77,7 @@ def record(db: Path, files: list[InputFile], run_id: str, run_date: date) -> Non
     if not files:
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db))
-    try:
+    with duckdb.connect(str(db)) as con:
         con.execute("BEGIN TRANSACTION")
         con.execute(_DDL)
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -90,5 +88,3 @@ def record(db: Path, files: list[InputFile], run_id: str, run_date: date) -> Non
                 [str(f.path), f.sha256, f.size, now, run_id, run_date, f.sha256],
             )
         con.execute("COMMIT")
-    finally:
-        con.close()

@@ -33,8 +33,7 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
     (see the module doc for duplicates). Returns the row count of each table."""
     glob = {t: str(parts_dir / f"*.{t}.parquet") for t in PART_TABLES}
     staged = {t: str(staging_dir / TABLES[t].file) for t in PART_TABLES}
-    con = duck.connect(memory_limit)
-    try:
+    with duck.connect(memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
         order = pd.DataFrame({"source_file": sources, "file_order": range(len(sources))})
         con.register("file_order", order)
@@ -77,5 +76,3 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
         )
         return {t: con.execute("SELECT count(*) FROM read_parquet(?)", [staged[t]]).fetchone()[0]
                 for t in PART_TABLES}
-    finally:
-        con.close()

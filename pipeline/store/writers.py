@@ -94,6 +94,7 @@ class TableWriter:
         self.rows += len(frame)
 
     def close(self) -> None:
+        """Finish the file (idempotent)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -140,6 +141,7 @@ class Staging:
         self.dir.mkdir()
 
     def path(self, name: str) -> Path:
+        """The staged file ``name`` of this snapshot."""
         return self.dir / name
 
     def begin(self, names: list[str]) -> None:
@@ -301,8 +303,7 @@ def publish_duckdb(db_path: Path, tables: dict[str, Path],
 def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to ``db_path`` inside one transaction: committed if the block succeeds,
     rolled back (nothing changed) if it raises."""
-    con = duckdb.connect(str(db_path))
-    try:
+    with duckdb.connect(str(db_path)) as con:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
@@ -310,8 +311,6 @@ def duckdb_transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    finally:
-        con.close()
 
 
 def _publish_duckdb_once(db_path: Path, tables: dict[str, Path],

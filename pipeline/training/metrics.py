@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
@@ -108,8 +109,27 @@ def pooled_polarity_accuracy(gold: np.ndarray, polarity_hit: np.ndarray) -> np.n
     return polarity_hit.sum(axis=(-2, -1)) / np.maximum(gold.sum(axis=(-2, -1)), 1)
 
 
-def _interval(x: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in np.percentile(x, [2.5, 97.5])]
+def paired_bootstrap_ci(statistic: Callable[..., np.ndarray], arrays: tuple[np.ndarray, ...],
+                        reps: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of ``statistic(*arrays)``: rows (the first axis of
+    every array) are resampled with replacement, the same rows for every array (what
+    :func:`scipy.stats.bootstrap` resamples is the row index; seeded: the same interval every
+    run). ``statistic`` maps per-row arrays with a leading resample axis, ``(reps, rows,
+    ...)``, to one value per resample."""
+    n = len(arrays[0])
+    if n < 2:  # nothing to resample: the interval is the point
+        point = float(statistic(*(a[None] for a in arrays))[0])
+        return [round(point, 4)] * 2
+
+    def resampled(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        index = np.atleast_2d(index)  # (resamples, rows)
+        return statistic(*(a[index] for a in arrays))
+
+    result = stats.bootstrap((np.arange(n),), resampled, n_resamples=reps,
+                             method="percentile", vectorized=True, confidence_level=0.95,
+                             rng=np.random.default_rng(seed))
+    ci = result.confidence_interval
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
 
 
 def bootstrap_dimension_ci(gold: np.ndarray, pred: np.ndarray, polarity_hit: np.ndarray,
@@ -120,12 +140,10 @@ def bootstrap_dimension_ci(gold: np.ndarray, pred: np.ndarray, polarity_hit: np.
     mentioned and polarity right. Rows are resampled with replacement (seeded, so the interval
     is the same on every run).
     """
-    n = len(gold)
-    if n == 0:
+    if len(gold) == 0:
         return [0.0, 0.0], [0.0, 0.0]
-    idx = np.random.default_rng(seed).integers(0, n, (reps, n))
-    return (_interval(macro_mention_f1(gold[idx], pred[idx])),
-            _interval(pooled_polarity_accuracy(gold[idx], polarity_hit[idx])))
+    return (paired_bootstrap_ci(macro_mention_f1, (gold, pred), reps, seed),
+            paired_bootstrap_ci(pooled_polarity_accuracy, (gold, polarity_hit), reps, seed))
 
 
 def paired_difference(stat: Callable[..., np.ndarray], reference: tuple[np.ndarray, ...],
@@ -141,10 +159,14 @@ def paired_difference(stat: Callable[..., np.ndarray], reference: tuple[np.ndarr
     n = len(reference[0])
     if n == 0:
         return {"delta": 0.0, "ci": [0.0, 0.0], "n": 0}
-    point = stat(*(x[None] for x in other))[0] - stat(*(x[None] for x in reference))[0]
-    idx = np.random.default_rng(seed).integers(0, n, (reps, n))
-    diffs = stat(*(x[idx] for x in other)) - stat(*(x[idx] for x in reference))
-    return {"delta": round(float(point), 4), "ci": _interval(diffs), "n": n}
+    k = len(other)
+
+    def difference(*arrays: np.ndarray) -> np.ndarray:
+        return stat(*arrays[:k]) - stat(*arrays[k:])
+
+    point = difference(*(x[None] for x in (*other, *reference)))[0]
+    return {"delta": round(float(point), 4),
+            "ci": paired_bootstrap_ci(difference, (*other, *reference), reps, seed), "n": n}
 
 
 def row_accuracy(hit: np.ndarray) -> np.ndarray:

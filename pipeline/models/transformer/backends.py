@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ def int8_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def make_backend(model: MultiTaskModel, tokenizer, backend: str = "auto", device: str = "cpu",
+def make_backend(model: MultiTaskModel, tokenizer: Any, backend: str = "auto", device: str = "cpu",
                  threads: int | None = None, int8: bool = False) -> TorchBackend | OnnxBackend:
     """The engine ``backend`` asks for (see :func:`resolve_backend`). ``auto`` falls back to
     torch when the ONNX export fails (an operator the exporter lacks); ``onnx`` raises."""

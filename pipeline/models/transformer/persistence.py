@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,7 +17,7 @@ from pipeline.models.transformer.module import POOLINGS, MultiTaskModel, pooling
 META_FILE = "revsat_model.json"
 
 
-def save(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
+def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
          dtype: torch.dtype = torch.float16) -> Path:
     """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
 
@@ -38,7 +39,7 @@ def save(model: MultiTaskModel, tokenizer, directory: Path, meta: dict,
     return directory
 
 
-def load(directory: Path) -> tuple[MultiTaskModel, object, dict]:
+def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
     """The module (eval mode), tokenizer and metadata of a folder written by :func:`save`
     (no network, no pickle)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
