@@ -324,3 +324,31 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_model_dir, tmp_path)
     assert Checkpoint(tmp_path / "m").load(first)["step"] == 3
     with pytest.raises(ValueError, match="another configuration"):
         Checkpoint(tmp_path / "m").load(first.model_copy(update={"epochs": 2.0}))
+
+
+def test_clause_split_and_combine_read_each_dimension_where_it_is_written():
+    from pipeline.models.transformer import clauses
+
+    assert clauses.split_clauses("质量很好，就是物流太慢了") == ["质量很好", "就是物流太慢了"]
+    assert clauses.split_clauses("好评") == []
+    rows, owner = clauses.expand(["质量很好，物流太慢了", "Great, but slow."], ["zh", "en"])
+    assert rows == ["质量很好，物流太慢了", "质量很好", "物流太慢了", "Great, but slow."]
+    assert owner.tolist() == [-1, 0, 0, -2]  # English is read whole
+    # whole review: logistics mentioned (0.8) but read as positive, the overall tone
+    whole = np.array([[0.2, 0.7, 0.05, 0.05]])
+    quality_clause, logistics_clause = [0.1, 0.8, 0.05, 0.05], [0.9, 0.05, 0.03, 0.02]
+    probs = {d: np.array([[0.9, 0.05, 0.03, 0.02]] * 4) for d in DIMENSIONS}
+    probs["logistics"] = np.array([whole[0], logistics_clause, [0.1, 0.1, 0.8, 0.0],
+                                   [0.9, 0.05, 0.03, 0.02]])
+    probs["quality"] = np.array([[0.3, 0.6, 0.1, 0.0], quality_clause, logistics_clause,
+                                 [0.9, 0.05, 0.03, 0.02]])
+    probs["sentiment"] = np.array([[0.8, 0.1, 0.1]] * 4)
+    out = clauses.combine(probs, owner, 2)
+    # logistics: mention kept from the whole review (0.8), polarity from the clause about it
+    assert np.isclose(1 - out["logistics"][0, 0], 0.8)
+    assert out["logistics"][0].argmax() == DIM_LABELS.index("negative")
+    assert out["quality"][0].argmax() == DIM_LABELS.index("positive")
+    assert np.allclose(out["logistics"][1], probs["logistics"][3])  # the English review
+    assert np.allclose(out["sentiment"], [[0.8, 0.1, 0.1]] * 2)
+    for block in out.values():
+        assert np.allclose(block.sum(axis=1), 1)

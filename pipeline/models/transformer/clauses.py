@@ -25,8 +25,9 @@ import numpy as np
 
 from pipeline.catalog import DIMENSIONS
 
-#: Languages whose reviews are scored clause by clause.
-CLAUSE_LANGS: frozenset[str] = frozenset({"zh"})
+#: Languages (as :func:`pipeline.text.normalise.detect_language` says) whose reviews are
+#: scored clause by clause: Chinese, and Chinese with English words in it.
+CLAUSE_LANGS: frozenset[str] = frozenset({"zh", "mixed"})
 #: At most this many clauses per review (longer reviews group neighbouring clauses).
 MAX_CLAUSES = 6
 
