@@ -34,6 +34,11 @@ class TrainConfig(BaseModel):
     pooling: Literal["mean", "attention"] = "mean"  # the dimension heads' pooling (module.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the CPU has it
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints (``--resume``)
+    clauses: bool = False  # score Chinese reviews clause by clause (models/transformer/clauses.py)
+    # average with a baseline folder (relative to ``out``) at these weights per head (heads not
+    # named: the transformer alone); written to revsat_model.json as "ensemble"
+    ensemble_baseline: str | None = None
+    ensemble_weights: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
     threads: int = 2
     prefix: str = "query: "

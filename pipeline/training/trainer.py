@@ -251,7 +251,11 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
         "train_config": config.model_dump(),
         "train_seconds": round(time.perf_counter() - t0, 1),
         "train_precision": "bf16" if dtype else "fp32",
+        "clauses": config.clauses,
     }
+    if config.ensemble_baseline:
+        meta["ensemble"] = {"baseline": config.ensemble_baseline,
+                            "weight": config.ensemble_weights}
     clf = TransformerClassifier(model, tokenizer, meta, batch_size=64)
     meta["temperatures"], meta["calibration_dev"] = calibrate(clf, dev_rows,
                                                               config.calibration_min_rows)
