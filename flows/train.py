@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.training.arguments import TrainConfig
 from pipeline.training.card import write_model_card
-from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
+from pipeline.training.data import label_counts, require_shared, training_sets
 from pipeline.training.evaluate import evaluate_models
 from pipeline.training.trainer import train, write_manifest
 
@@ -20,36 +20,26 @@ _TASK = {"cache_policy": NO_CACHE}
 
 @task(name="assemble-data", **_TASK)
 def assemble(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
-    dims = dimension_rows(shared, project_labels=config.project_labels)
-    dim_train = dims[dims["split"] == "train"]
-    train_rows = pd.concat(
-        [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats],
-        ignore_index=True,
-    )
-    dev_sent = sent[sent["split"] == "dev"].sample(n=min(config.dev_sentiment_rows,
-                                                       (sent["split"] == "dev").sum()),
-                                                   random_state=config.seed)
-    dev_rows = pd.concat([dev_sent, dims[dims["split"] == "dev"]], ignore_index=True)
-    return train_rows, dev_rows
+    return training_sets(config, shared)
 
 
 @task(name="fine-tune", **_TASK)
-def fine_tune(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame) -> str:
-    return str(train(config, train_rows, dev_rows))
+def fine_tune(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
+              resume: bool = False) -> str:
+    return str(train(config, train_rows, dev_rows, resume=resume))
 
 
 @flow(name="train-model")
 def train_model(config: TrainConfig, shared: str | None = None,
-                compare_with: str = "baseline") -> dict:
-    """Train, evaluate on held-out rows next to ``compare_with``, and write the model card."""
+                compare_with: str = "baseline", resume: bool = False) -> dict:
+    """Train, evaluate on held-out rows next to ``compare_with``, and write the model card.
+    ``resume`` continues from the checkpoint a stopped run of the same config left."""
     logger = get_run_logger()
     shared_path = require_shared(shared)
     train_rows, dev_rows = assemble(config, shared_path)
-    labelled = train_rows["logistics"].notna().sum() if "logistics" in train_rows else 0
-    logger.info("training on %d rows (%d with dimension labels), dev %d",
-                len(train_rows), labelled, len(dev_rows))
-    out = Path(fine_tune(config, train_rows, dev_rows))
+    logger.info("training on %d rows (%s), dev %d", len(train_rows),
+                ", ".join(f"{k} {v}" for k, v in label_counts(train_rows).items()), len(dev_rows))
+    out = Path(fine_tune(config, train_rows, dev_rows, resume))
     write_manifest(out / "training_manifest.json",
                    {"train": train_rows.drop_duplicates("id"), "dev": dev_rows})
     results = evaluate_models([str(out), compare_with], shared_path)

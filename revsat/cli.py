@@ -596,6 +596,8 @@ def train(
     int8: Annotated[bool | None, typer.Option(help="int8 dynamic quantisation at inference")] = (
         None
     ),
+    resume: Annotated[bool, typer.Option(
+        help="continue from the checkpoint a stopped run of the same config left")] = False,
 ) -> None:
     """Fine-tune the multi-task transformer (Prefect flow train-model) and evaluate it."""
     _setup_logging(False)
@@ -611,7 +613,7 @@ def train(
         **Settings.load(config).train.model_dump(exclude_unset=True),
         **{k: v for k, v in given.items() if v is not None},
     })
-    results = train_model(cfg, str(shared) if shared else None)
+    results = train_model(cfg, str(shared) if shared else None, resume=resume)
     typer.echo(summary_table(results).to_string())
 
 

@@ -100,7 +100,9 @@ def load(spec: str | Path, settings: Settings | None = None, *,
     from pipeline.models.ensemble import EnsembleClassifier
 
     baseline = BaselineModel.load((path / extra["baseline"]).resolve())
-    return EnsembleClassifier(classifier, baseline, float(extra["weight"]))
+    weight = extra["weight"]
+    return EnsembleClassifier(classifier, baseline,
+                              weight if isinstance(weight, dict) else float(weight))
 
 
 def _transformer(directory: Path, settings: Settings):

@@ -3,6 +3,8 @@ spirit of setfit's ``TrainingArguments``: one validated object, saved with the m
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -27,6 +29,16 @@ class TrainConfig(BaseModel):
     dimension_weight: float = 1.0
     sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
     project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
+    project_label_fraction: float = Field(1.0, gt=0, le=1)  # a share of them (learning curves)
+    mixed_pairs: int = Field(0, ge=0)  # synthetic mixed reviews (training.data.synthetic_mixed)
+    pooling: Literal["mean", "attention"] = "mean"  # the dimension heads' pooling (module.py)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the CPU has it
+    checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints (``--resume``)
+    clauses: bool = False  # score Chinese reviews clause by clause (models/transformer/clauses.py)
+    # average with a baseline folder (relative to ``out``) at these weights per head (heads not
+    # named: the transformer alone); written to revsat_model.json as "ensemble"
+    ensemble_baseline: str | None = None
+    ensemble_weights: dict[str, float] = Field(default_factory=dict)
     seed: int = 13
     threads: int = 2
     prefix: str = "query: "

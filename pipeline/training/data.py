@@ -1,25 +1,30 @@
-"""Training and evaluation sets assembled from the shared corpora, the seed labels and the
-project's own hand-written examples (``data/train_extra/``).
+"""Training and evaluation sets assembled from the shared corpora, the seed labels, the
+project's own labels of corpus rows (``data/labels/``), its hand-written examples
+(``data/train_extra/``) and its contrast set (``data/contrast/``, evaluation only).
 
 Held-out rows are the ``test`` split of :func:`pipeline.training.corpora.add_split` (by
-normalised text, so duplicates never straddle splits).
+normalised text, so duplicates never straddle splits) and every contrast-set review: no
+training part ever holds a contrast id or a text equal to a contrast text.
 Project-written examples are always training data.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import data_dir, shared_dir
+from pipeline.training.arguments import TrainConfig
 from pipeline.training.corpora import (
     add_split,
     load_labels_by_id,
     load_seed_labels,
     load_sentiment_corpora,
+    text_key,
 )
 
 
@@ -71,22 +76,102 @@ def extra_rows() -> pd.DataFrame:
     return frame
 
 
-def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.DataFrame:
+def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
+                          fraction: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """Corpus rows the project labelled itself (``data/labels/*.jsonl``: ids and labels only,
     in the seed format; texts are joined from the shared corpora), training split only.
 
     They grow the seed set where it is thin (English dimensions) and are never evaluated on:
     rows whose text falls in the dev or test split, or that are seed rows, are left out.
+    ``fraction`` < 1 keeps a seeded random share of them (learning curves).
     """
     files = sorted((data_dir() / "labels").glob("*.jsonl"))
     if not files:
         return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS])
     rows = add_split(load_labels_by_id(files, shared, "project"))
     keep = (rows["split"] == "train") & ~rows["id"].isin(seed_ids or set())
+    rows = rows[keep].reset_index(drop=True)
+    if fraction < 1.0:
+        rows = rows.sample(frac=fraction, random_state=seed).reset_index(drop=True)
+    return rows
+
+
+def contrast_labels() -> pd.DataFrame:
+    """The contrast set's labels (``data/contrast/*.jsonl``: id, split, sentiment, dimensions,
+    how the label was reached); empty when the project ships none."""
+    files = sorted((data_dir() / "contrast").glob("*.jsonl"))
+    frames = [pd.read_json(f, lines=True, dtype={"id": str}) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=["id", "split", "sentiment", *DIMENSIONS, "labels"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def contrast_rows(shared: Path) -> pd.DataFrame:
+    """The contrast set with its texts joined from the shared corpora (columns of the seed
+    rows plus ``split`` and ``labels``)."""
+    labels = contrast_labels()
+    if labels.empty:
+        return labels.assign(text=pd.Series(dtype=str), lang=pd.Series(dtype=str))
+    texts = load_sentiment_corpora(shared)[["id", "corpus", "lang", "text"]]
+    return labels.merge(texts, on="id", how="inner", validate="one_to_one")
+
+
+def drop_held_out(rows: pd.DataFrame, shared: Path) -> pd.DataFrame:
+    """``rows`` without any contrast-set review: by id and by normalised text, since the
+    corpora repeat texts under other ids."""
+    held = contrast_rows(shared)
+    if held.empty or rows.empty:
+        return rows
+    keys = set(held["text"].map(text_key))
+    keep = ~rows["id"].astype(str).isin(set(held["id"])) & ~rows["text"].map(text_key).isin(keys)
     return rows[keep].reset_index(drop=True)
 
 
-def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False) -> pd.DataFrame:
+def synthetic_mixed(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` mixed reviews made by joining two labelled reviews of the same language about
+    different dimensions with opposite polarity ("质量很好" + "，但是" + "物流太慢了").
+
+    Real mixed reviews are rare in the corpora (about 4 % of labelled rows praise one
+    dimension and criticise another), so the dimension heads learn to copy the overall tone;
+    these pairs show them the same words under the other tone. Each part is a review whose
+    mentioned dimensions share one polarity; the pair's dimensions are the union of its parts'
+    and its overall sentiment is left unlabelled (it is the parts' balance, not a fact).
+    """
+    parts = rows.copy()
+    mentioned = parts[list(DIMENSIONS)].ne("none")
+    polar = parts[list(DIMENSIONS)].isin(["positive", "negative"])
+    parts = parts[polar.any(axis=1) & (mentioned == polar).all(axis=1)]
+    polarity = parts[list(DIMENSIONS)].where(polar.loc[parts.index])
+    one = polarity.nunique(axis=1) == 1
+    parts = parts[one].assign(polarity=polarity[one].bfill(axis=1).iloc[:, 0])
+    rng = random.Random(seed)
+    joins = {"zh": ["，但是", "，不过", "。", "，就是", "，可是", "；"],
+             "en": [". But ", ". However, ", ". ", ", but "]}
+    longest = {"zh": 70, "en": 260}  # two parts still fit in 128 tokens
+    out: list[dict] = []
+    for lang, glue in joins.items():
+        pool = parts[(parts["lang"] == lang) & (parts["text"].str.len() <= longest[lang])]
+        records = pool.to_dict("records")
+        want = n // len(joins)
+        for _ in range(want * 50):
+            if len(records) < 2 or sum(r["lang"] == lang for r in out) >= want:
+                break
+            a, b = rng.sample(records, 2)
+            a_dims = {d for d in DIMENSIONS if a[d] != "none"}
+            b_dims = {d for d in DIMENSIONS if b[d] != "none"}
+            if a["polarity"] == b["polarity"] or a_dims & b_dims:
+                continue
+            record = {"id": f"mix-{a['id']}+{b['id']}", "lang": lang, "corpus": "revsat_mixed",
+                      "text": a["text"].rstrip("。.!！ ") + rng.choice(glue) + b["text"],
+                      "sentiment": None, "split": "train", "source": "mixed"}
+            record.update({d: a[d] if d in a_dims else b[d] for d in DIMENSIONS})
+            out.append(record)
+    return pd.DataFrame(out, columns=["id", "lang", "corpus", "text", "sentiment", "split",
+                                      "source", *DIMENSIONS])
+
+
+def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
+                   project_fraction: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
     examples and, with ``project_labels``, its own labels of corpus rows (both training only,
     ``fold`` -1); ``source`` says which (``seed``, ``written``, ``project``).
@@ -97,7 +182,35 @@ def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False) -
     seeds = add_split(load_seed_labels(shared), folds=folds).assign(source="seed")
     parts = [seeds]
     if project_labels:
-        parts.append(project_labelled_rows(shared, set(seeds["id"])).assign(fold=-1,
-                                                                            source="project"))
+        project = project_labelled_rows(shared, set(seeds["id"]), project_fraction, seed)
+        parts.append(project.assign(fold=-1, source="project"))
     parts.append(extra_rows().assign(fold=-1, source="written"))
     return pd.concat(parts, ignore_index=True)
+
+
+def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows a training run learns from and calibrates on: ``(train_rows, dev_rows)``.
+
+    Train: sentiment rows, the dimension-labelled rows ``dimension_repeats`` times and
+    ``mixed_pairs`` synthetic mixed reviews, without any contrast-set review. Dev: a sample of
+    the dev split's sentiment rows and its dimension rows (the temperatures are fitted there).
+    """
+    sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
+    dims = dimension_rows(shared, project_labels=config.project_labels,
+                          project_fraction=config.project_label_fraction, seed=config.seed)
+    dim_train = dims[dims["split"] == "train"]
+    parts = [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats]
+    if config.mixed_pairs:
+        parts.append(synthetic_mixed(dim_train, config.mixed_pairs, config.seed))
+    train_rows = drop_held_out(pd.concat(parts, ignore_index=True), shared)
+    dev_sent = sent[sent["split"] == "dev"]
+    dev_sent = dev_sent.sample(n=min(config.dev_sentiment_rows, len(dev_sent)),
+                               random_state=config.seed)
+    dev_rows = pd.concat([dev_sent, dims[dims["split"] == "dev"]], ignore_index=True)
+    return train_rows, dev_rows
+
+
+def label_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Rows per ``source`` (sentiment-only rows count as ``corpus``), for logs and cards."""
+    source = rows["source"] if "source" in rows else pd.Series(index=rows.index, dtype=object)
+    return {str(k): int(v) for k, v in source.fillna("corpus").value_counts().items()}

@@ -17,14 +17,18 @@ from pipeline.config import Settings
 from pipeline.models.heads import Classifier
 from pipeline.models.load import load
 from pipeline.text.preprocess import preprocess
-from pipeline.training.data import dimension_rows, require_shared, sentiment_rows
+from pipeline.training.data import contrast_rows, dimension_rows, require_shared, sentiment_rows
 from pipeline.training.metrics import (
+    ACSA_STATS,
+    acsa_counts,
+    acsa_metrics,
     binary_sentiment_accuracy,
     dimension_hits,
     dimension_metrics,
     macro_mention_f1,
     paired_difference,
     pooled_polarity_accuracy,
+    predicted_labels,
     row_accuracy,
     sentiment_hits,
     sentiment_metrics,
@@ -32,15 +36,21 @@ from pipeline.training.metrics import (
 
 
 def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Preprocessed test rows: (sentiment rows, dimension rows)."""
+    """Preprocessed test rows: (sentiment rows, dimension rows). The dimension rows are the
+    seed test rows and the contrast set's rows (dev and test, column ``set`` says which:
+    ``seed``, ``contrast-dev``, ``contrast-test``)."""
     sent = sentiment_rows(shared, max_train=0)
     sent = sent[sent["split"] == "test"]
     if max_per_corpus:
         # a seeded shuffle, then the first rows of each corpus: the same rows every time
         sent = sent.sample(frac=1.0, random_state=0).groupby("corpus").head(max_per_corpus)
     dims = dimension_rows(shared)
-    dims = dims[dims["split"] == "test"]
-    return preprocess(sent.reset_index(drop=True)), preprocess(dims.reset_index(drop=True))
+    dims = dims[dims["split"] == "test"].assign(set="seed")
+    contrast = contrast_rows(shared)
+    contrast = contrast.assign(set="contrast-" + contrast["split"])
+    # the corpus's language, not the detector's (which reads mixed zh/en reviews either way)
+    dims = pd.concat([dims, contrast], ignore_index=True).assign(lang_gold=lambda d: d["lang"])
+    return preprocess(sent.reset_index(drop=True)), preprocess(dims)
 
 
 def evaluate_classifier(clf: Classifier, sent: pd.DataFrame, dims: pd.DataFrame,
@@ -65,7 +75,12 @@ def evaluate_classifier(clf: Classifier, sent: pd.DataFrame, dims: pd.DataFrame,
             out[key][str(name)] = metrics
             if key == "sentiment":
                 rows[f"sentiment acc {name}"] = (sentiment_hits(part["sentiment"], probs[idx]),)
-    dim_probs = clf.predict_batch(dims)
+    all_probs = clf.predict_batch(dims)
+    sets = dims["set"].to_numpy() if "set" in dims else np.full(len(dims), "seed")
+    out["acsa"] = acsa_by_set(dims, all_probs, sets, rows)
+    seed_rows = sets == "seed"
+    dims = dims[seed_rows].reset_index(drop=True)
+    dim_probs = {k: v[seed_rows] for k, v in all_probs.items()}
     out["dimensions"] = dimension_metrics(dims, dim_probs)
     mentioned, predicted, polarity_hit = dimension_hits(dims, dim_probs)
     rows["dimension mention F1 (macro)"] = (mentioned, predicted)
@@ -79,6 +94,27 @@ def evaluate_classifier(clf: Classifier, sent: pd.DataFrame, dims: pd.DataFrame,
         rows["sentiment acc seed labels (3-class)"] = (sentiment_hits(
             dims.loc[seed, "sentiment"], dim_probs["sentiment"][seed]),)
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def acsa_by_set(dims: pd.DataFrame, probs: dict[str, np.ndarray], sets: np.ndarray,
+                rows: dict) -> dict[str, dict]:
+    """Contrast accuracy, tuple and complaint figures per labelled set and language (keys like
+    ``contrast-test zh``); ``rows`` receives the per-review counts for paired comparisons."""
+    pred = predicted_labels(probs)
+    lang = dims["lang_gold" if "lang_gold" in dims else "lang"].to_numpy()
+    out = {}
+    for name in dict.fromkeys(sets):
+        for code in ("zh", "en"):
+            keep = (sets == name) & (lang == code)
+            if not keep.any():
+                continue
+            counts = acsa_counts(dims[keep].reset_index(drop=True),
+                                 pred[keep].reset_index(drop=True))
+            key = f"{name} {code}"
+            out[key] = acsa_metrics(counts)
+            for metric, (fields, _) in ACSA_STATS.items():
+                rows[f"{key} {metric}"] = tuple(counts[f] for f in fields)
     return out
 
 
@@ -114,9 +150,17 @@ def paired_differences(reference: dict, other: dict) -> dict[str, dict]:
     """Each figure of ``other`` minus the same figure of ``reference`` on the same held-out
     rows, with a 95 % paired bootstrap interval
     (:func:`pipeline.training.metrics.paired_difference`)."""
-    return {metric: paired_difference(_STATS.get(metric, row_accuracy), reference[metric],
-                                      other[metric])
+    return {metric: paired_difference(_statistic(metric), reference[metric], other[metric])
             for metric in reference if metric in other}
+
+
+def _statistic(metric: str):
+    if metric in _STATS:
+        return _STATS[metric]
+    for name, (_, stat) in ACSA_STATS.items():
+        if metric.endswith(" " + name):
+            return stat
+    return row_accuracy
 
 
 def paired_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -157,5 +201,9 @@ def summary_table(results: dict[str, dict]) -> pd.DataFrame:
         for dim in ("logistics", "quality", "service", "privacy"):
             col[f"  {dim} mention F1"] = d[dim]["mention_f1"]
             col[f"  {dim} polarity acc"] = d[dim]["polarity_accuracy"]
+        for key, m in res.get("acsa", {}).items():
+            col[f"{key} contrast accuracy"] = m["contrast_accuracy"]
+            col[f"{key} tuple F1"] = m["tuple_f1"]
+            col[f"{key} complaint F1"] = m["complaint_f1"]
         rows[f"{spec} ({res['version']})"] = col
     return pd.DataFrame(rows).replace({np.nan: None})

@@ -8,6 +8,12 @@ Definitions:
   most likely polarity (positive/negative/neutral, ignoring ``none``) matches; pooled over the
   four dimensions. This isolates polarity from detection.
 
+- aspect-category sentiment (ACSA) *tuple* precision / recall / F1: over (review, dimension,
+  polarity) tuples with polarity not ``none``, pooled (micro) over reviews and dimensions;
+- *complaint* F1: the same over negative tuples only (the complaint themes);
+- *contrast accuracy*: over gold dimension polarities that differ from the review's gold
+  overall sentiment, the share predicted exactly (a model that copies the tone scores 0).
+
 The dimension test rows are few (a few hundred, some dimensions with a few dozen mentions), so
 both dimension figures come with a 95 % bootstrap interval over rows (``*_ci``).
 """
@@ -166,3 +172,75 @@ def paired_difference(stat: Callable[..., np.ndarray], reference: tuple[np.ndarr
 def row_accuracy(hit: np.ndarray) -> np.ndarray:
     """Accuracy from per-row hits ``(..., rows)``: a :func:`paired_difference` statistic."""
     return hit.mean(axis=-1)
+
+
+# ------------------------------------------------------------------ aspect-category tuples
+
+_POLAR = ("positive", "negative", "neutral")
+
+
+def predicted_labels(probs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The most probable label per head, as a frame with ``sentiment`` and each dimension."""
+    out = {"sentiment": np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)]}
+    for dim in DIMENSIONS:
+        out[dim] = np.asarray(DIM_LABELS)[probs[dim].argmax(axis=1)]
+    return pd.DataFrame(out)
+
+
+def acsa_counts(gold: pd.DataFrame, pred: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-review counts behind the aspect-category figures (one value per row, so the
+    figures can be bootstrapped and compared paired with :func:`paired_difference`).
+
+    A tuple is (review, dimension, polarity) with polarity not ``none``; a complaint tuple is
+    one with polarity ``negative``. A contrast label is a gold dimension polarity (not
+    ``none``) that differs from the review's gold overall sentiment: where a model that copies
+    the overall tone onto every dimension is wrong.
+    """
+    g = gold[list(DIMENSIONS)].to_numpy()
+    p = pred[list(DIMENSIONS)].to_numpy()
+    gold_tuple, pred_tuple = np.isin(g, _POLAR), np.isin(p, _POLAR)
+    contrast = gold_tuple & (g != gold["sentiment"].to_numpy()[:, None])
+    return {
+        "tuple_tp": (gold_tuple & (g == p)).sum(axis=1),
+        "tuple_gold": gold_tuple.sum(axis=1),
+        "tuple_pred": pred_tuple.sum(axis=1),
+        "complaint_tp": ((g == "negative") & (p == "negative")).sum(axis=1),
+        "complaint_gold": (g == "negative").sum(axis=1),
+        "complaint_pred": (p == "negative").sum(axis=1),
+        "contrast_hit": (contrast & (g == p)).sum(axis=1),
+        "contrast_n": contrast.sum(axis=1),
+    }
+
+
+def pooled_f1(tp: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Micro F1 from per-row true positives and gold/predicted counts (last axis: rows)."""
+    return 2 * tp.sum(axis=-1) / np.maximum(gold.sum(axis=-1) + pred.sum(axis=-1), 1)
+
+
+def pooled_ratio(hit: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Hits over cases pooled over rows (last axis): contrast accuracy from per-row counts."""
+    return hit.sum(axis=-1) / np.maximum(n.sum(axis=-1), 1)
+
+
+def acsa_metrics(counts: dict[str, np.ndarray]) -> dict[str, float]:
+    """Contrast accuracy, tuple and complaint precision / recall / F1 from :func:`acsa_counts`."""
+    out: dict[str, float] = {"reviews": len(counts["tuple_tp"])}
+    for name in ("tuple", "complaint"):
+        tp, gold, pred = (int(counts[f"{name}_{k}"].sum()) for k in ("tp", "gold", "pred"))
+        out[f"{name}_precision"] = round(tp / pred, 4) if pred else 0.0
+        out[f"{name}_recall"] = round(tp / gold, 4) if gold else 0.0
+        out[f"{name}_f1"] = round(2 * tp / (gold + pred), 4) if gold + pred else 0.0
+        out[f"{name}_gold"] = gold
+    n = int(counts["contrast_n"].sum())
+    out["contrast_accuracy"] = round(int(counts["contrast_hit"].sum()) / n, 4) if n else 0.0
+    out["contrast_labels"] = n
+    return out
+
+
+#: The figures :func:`acsa_metrics` reports that a paired comparison bootstraps, with the
+#: counts and statistic behind each.
+ACSA_STATS: dict[str, tuple[tuple[str, ...], Callable[..., np.ndarray]]] = {
+    "contrast_accuracy": (("contrast_hit", "contrast_n"), pooled_ratio),
+    "tuple_f1": (("tuple_tp", "tuple_gold", "tuple_pred"), pooled_f1),
+    "complaint_f1": (("complaint_tp", "complaint_gold", "complaint_pred"), pooled_f1),
+}

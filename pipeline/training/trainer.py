@@ -22,11 +22,12 @@ from torch import nn
 
 from pipeline.catalog import DIM_LABELS, DIMENSIONS, SENTIMENTS
 from pipeline.config import Settings
+from pipeline.hardware import has_fast
 from pipeline.models.heads import HEADS, length_batches, softmax
 from pipeline.models.load import load
 from pipeline.models.transformer import persistence
 from pipeline.models.transformer.inference import TransformerClassifier
-from pipeline.models.transformer.module import MultiTaskModel, keep_layers
+from pipeline.models.transformer.module import AttentionPoolModel, MultiTaskModel, keep_layers
 from pipeline.text.normalise import normalise
 from pipeline.training.arguments import TrainConfig
 from pipeline.training.calibration import expected_calibration_error, fit_temperature
@@ -91,22 +92,81 @@ def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarra
     return clf.logits([normalise(t) for t in texts])
 
 
-def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame) -> Path:
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision``: bf16 where asked, or with ``auto`` where the CPU
+    has bf16 instructions (amx_bf16, avx512_bf16); None for fp32."""
+    if precision == "bf16" or (precision == "auto" and has_fast("bf16")):
+        return torch.bfloat16
+    return None
+
+
+def _initial_model(config: TrainConfig) -> tuple[nn.Module, object]:
+    if config.init_from:
+        model, tokenizer = student_from(config.init_from, config.keep_layers or [])
+    else:
+        model, tokenizer = build_model(config.base, config.num_layers)
+    if config.pooling == "attention" and isinstance(model, MultiTaskModel):
+        model = AttentionPoolModel.from_mean(model)
+    return model, tokenizer
+
+
+class Checkpoint:
+    """The state of a run between steps (weights, optimiser, schedule, step, random state) in
+    ``<out>.checkpoint/``, so that ``revsat train --resume`` continues where a run stopped.
+
+    Written atomically every ``checkpoint_every`` steps and removed when the model is saved.
+    Only tensors and plain containers are stored, and they are read back with
+    ``weights_only=True``: nothing arbitrary is unpickled.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out.with_name(out.name + ".checkpoint")
+        self.path = self.folder / "state.pt"
+
+    def save(self, step: int, model: nn.Module, opt, sched, config: TrainConfig) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "config": config.model_dump_json()}, tmp)
+        tmp.replace(self.path)
+
+    def load(self, config: TrainConfig) -> dict | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, weights_only=True)
+        if state["config"] != config.model_dump_json():
+            raise ValueError(f"{self.path} was written by a run with another configuration; "
+                             "remove it or train without --resume")
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
+          resume: bool = False, progress: bool = True) -> Path:
     """Fine-tune on ``train_rows``, calibrate on ``dev_rows`` and save to ``config.out``.
 
     Both frames have ``text`` and ``sentiment`` and, where labelled, the dimension columns.
     With ``config.teacher`` the loss is ``alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher ||
     student)`` at temperature T on every head of every row (Hinton et al. 2015), so rows
     without dimension labels still teach the dimension heads through the teacher.
+    Forward and backward passes run under bf16 autocast where :func:`autocast_dtype` says so
+    (weights, optimiser and loss stay fp32). With ``resume``, a checkpoint of the same
+    configuration left by a stopped run is continued from its step.
     """
+    from transformers import get_linear_schedule_with_warmup
+
+    from pipeline.run.progress import StepProgress
+
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     rng = random.Random(config.seed)
     torch.set_num_threads(config.threads)
-    if config.init_from:
-        model, tokenizer = student_from(config.init_from, config.keep_layers or [])
-    else:
-        model, tokenizer = build_model(config.base, config.num_layers)
+    model, tokenizer = _initial_model(config)
     texts = [config.prefix + normalise(t) for t in train_rows["text"]]
     enc = tokenizer(texts, truncation=True, max_length=config.max_length)
     ids = enc["input_ids"]
@@ -115,16 +175,23 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
     batches = _batches(lengths, config.batch_size, rng)
     steps = math.ceil(len(batches) * config.epochs)
     encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     opt = torch.optim.AdamW(
-        [
-            {"params": encoder_params, "lr": config.lr},
-            {"params": model.head.parameters(), "lr": config.head_lr},
-        ],
+        [{"params": encoder_params, "lr": config.lr},
+         {"params": head_params, "lr": config.head_lr}],
         weight_decay=config.weight_decay,
     )
-    from transformers import get_linear_schedule_with_warmup
-
     sched = get_linear_schedule_with_warmup(opt, max(1, int(steps * config.warmup)), steps)
+    checkpoint = Checkpoint(Path(config.out))
+    first = 0
+    state = checkpoint.load(config) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["torch_rng"])
+        first = int(state["step"])
+        log.info("resuming at step %d of %d from %s", first, steps, checkpoint.path)
     ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
     soft = None
     if config.teacher:
@@ -133,41 +200,47 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
                 teacher_logits(config.teacher, list(train_rows["text"])).items()}
     temp = config.distill_temperature
     alpha = config.distill_alpha if soft is not None else 1.0
+    dtype = autocast_dtype(config.precision)
+    log.info("training %d steps (batch %d) in %s", steps, config.batch_size,
+             "bf16 autocast" if dtype else "fp32")
     pad = tokenizer.pad_token_id
     model.train()
     t0 = time.perf_counter()
-    seen = 0
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        if step and step % len(batches) == 0:
-            rng.shuffle(batches)
-        width = int(lengths[batch].max())
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, : lengths[i]] = torch.tensor(ids[i])
-        mask = (input_ids != pad).long()
-        out = model(input_ids, mask)
-        y = labels[batch]
-        loss = torch.zeros(())
-        for j, name in enumerate(HEADS):
-            weight = config.sentiment_weight if j == 0 else config.dimension_weight
-            if (y[:, j] != IGNORE).any():
-                loss = loss + alpha * weight * ce(out[name], y[:, j])
-            if soft is not None:
-                target = torch.softmax(soft[name][batch] / temp, dim=-1)
-                log_p = torch.log_softmax(out[name] / temp, dim=-1)
-                kl = nn.functional.kl_div(log_p, target, reduction="batchmean")
-                loss = loss + (1 - alpha) * weight * temp**2 * kl
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        seen += len(batch)
-        if step % 50 == 0 or step == steps - 1:
-            rate = seen / (time.perf_counter() - t0)
-            log.info("step %d/%d loss %.4f  %.1f rows/s  eta %.0f min", step + 1, steps,
-                     loss.item(), rate, (steps - step - 1) * config.batch_size / rate / 60)
+    with StepProgress(steps, first, enabled=progress) as bar:
+        for step in range(first, steps):
+            # the batch order of every epoch is drawn from the seed alone, so a resumed run
+            # sees exactly the batches the stopped one would have
+            epoch, at = divmod(step, len(batches))
+            order = batches if epoch == 0 else random.Random(config.seed + epoch).sample(
+                batches, len(batches))
+            batch = order[at]
+            width = int(lengths[batch].max())
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, : lengths[i]] = torch.tensor(ids[i])
+            mask = (input_ids != pad).long()
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                out = model(input_ids, mask)
+            y = labels[batch]
+            loss = torch.zeros(())
+            for j, name in enumerate(HEADS):
+                weight = config.sentiment_weight if j == 0 else config.dimension_weight
+                logits = out[name].float()
+                if (y[:, j] != IGNORE).any():
+                    loss = loss + alpha * weight * ce(logits, y[:, j])
+                if soft is not None:
+                    target = torch.softmax(soft[name][batch] / temp, dim=-1)
+                    log_p = torch.log_softmax(logits / temp, dim=-1)
+                    kl = nn.functional.kl_div(log_p, target, reduction="batchmean")
+                    loss = loss + (1 - alpha) * weight * temp**2 * kl
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.advance(loss.item())
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
+                checkpoint.save(step + 1, model, opt, sched, config)
     model.eval()
     meta = {
         "name": config.version,
@@ -177,11 +250,18 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame)
         "int8_dynamic": config.int8_dynamic,
         "train_config": config.model_dump(),
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_precision": "bf16" if dtype else "fp32",
+        "clauses": config.clauses,
     }
+    if config.ensemble_baseline:
+        meta["ensemble"] = {"baseline": config.ensemble_baseline,
+                            "weight": config.ensemble_weights}
     clf = TransformerClassifier(model, tokenizer, meta, batch_size=64)
     meta["temperatures"], meta["calibration_dev"] = calibrate(clf, dev_rows,
                                                               config.calibration_min_rows)
-    return persistence.save(model, tokenizer, Path(config.out), meta)
+    saved = persistence.save(model, tokenizer, Path(config.out), meta)
+    checkpoint.remove()
+    return saved
 
 
 def calibrate(clf: TransformerClassifier, dev_rows: pd.DataFrame,

@@ -241,3 +241,124 @@ def test_windows_combine_mean_sentiment_and_surest_dimension_mention():
     np.testing.assert_allclose(out["sentiment"], [[1, 1, 0], [1, 1, 1]])
     # review 0: window 1 mentions logistics (negative); window 0 does not mention it
     np.testing.assert_allclose(out["logistics"], [[0, 0, 2, 0], [0, 1, 0, 0]])
+
+
+def test_attention_pooling_starts_as_the_mean_model(tiny_model_dir):
+    """from_mean copies the heads and zeroes the attention half: same logits before training."""
+    from pipeline.models.transformer import persistence
+    from pipeline.models.transformer.module import AttentionPoolModel
+
+    model, tokenizer, _ = persistence.load(tiny_model_dir)
+    attention = AttentionPoolModel.from_mean(model).eval()
+    batch = tokenizer(["query: 物流太慢了，质量不错", "query: fast shipping, bad quality"],
+                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mean = model.flat(batch["input_ids"], batch["attention_mask"])
+        attn = attention.flat(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(mean, attn, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_attention_dir(tiny_model_dir, tmp_path_factory):
+    from pipeline.training.data import extra_rows
+    from pipeline.training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-attention") / "model"
+    config = TrainConfig(init_from=str(tiny_model_dir), keep_layers=[0, 1], out=str(out),
+                         pooling="attention", epochs=1, batch_size=16, lr=2e-4,
+                         head_lr=2e-3)
+    return train(config, extra_rows(), sample_labelled().head(120), progress=False)
+
+
+def test_attention_model_saves_loads_and_exports(tiny_attention_dir):
+    """The folder says its pooling; torch and ONNX Runtime agree on the attention model."""
+    meta = json.loads((tiny_attention_dir / "revsat_model.json").read_text(encoding="utf-8"))
+    assert meta["pooling"] == "attention"
+    texts = ["快递很快但是质量很差", "The fabric is lovely but it arrived torn."]
+    frame = preprocess(pd.DataFrame({"text": texts}))
+    torch_probs = load_classifier(str(tiny_attention_dir),
+                                  Settings(backend="torch")).predict_batch(frame)
+    onnx_probs = load_classifier(str(tiny_attention_dir),
+                                 Settings(backend="onnx")).predict_batch(frame)
+    for head, values in torch_probs.items():
+        assert np.allclose(values, onnx_probs[head], atol=1e-4), head
+        assert np.allclose(values.sum(axis=1), 1, atol=1e-5)
+
+
+def test_resume_continues_a_stopped_run_to_the_same_weights(tiny_model_dir, tmp_path,
+                                                             monkeypatch):
+    """A run stopped after its last checkpoint and resumed ends with the weights of a run
+    that was never stopped, and removes its checkpoint."""
+    from safetensors.torch import load_file
+
+    from pipeline.run import progress
+    from pipeline.training.data import extra_rows
+    from pipeline.training.trainer import TrainConfig, train
+
+    rows, dev = extra_rows().head(96), sample_labelled().head(60)
+
+    def config(name):
+        return TrainConfig(init_from=str(tiny_model_dir), keep_layers=[0, 1],
+                           out=str(tmp_path / name), epochs=2, batch_size=16,
+                           checkpoint_every=4, precision="fp32", threads=1)
+
+    whole = load_file(str(train(config("whole"), rows, dev, progress=False)
+                          / "model.safetensors"))
+    real_advance = progress.StepProgress.advance
+
+    def stop_after_five(self, loss):
+        real_advance(self, loss)
+        if self.done == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.StepProgress, "advance", stop_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("resumed"), rows, dev, progress=False)
+    assert (tmp_path / "resumed.checkpoint" / "state.pt").is_file()
+    monkeypatch.setattr(progress.StepProgress, "advance", real_advance)
+    resumed_dir = train(config("resumed"), rows, dev, resume=True, progress=False)
+    resumed = load_file(str(resumed_dir / "model.safetensors"))
+    assert not (tmp_path / "resumed.checkpoint").exists()
+    for name, tensor in whole.items():
+        assert torch.allclose(tensor.float(), resumed[name].float(), atol=1e-3), name
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tiny_model_dir, tmp_path):
+    from pipeline.training.trainer import Checkpoint, TrainConfig
+
+    first = TrainConfig(out=str(tmp_path / "m"), epochs=1.0)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    Checkpoint(tmp_path / "m").save(3, model, opt, sched, first)
+    assert Checkpoint(tmp_path / "m").load(first)["step"] == 3
+    with pytest.raises(ValueError, match="another configuration"):
+        Checkpoint(tmp_path / "m").load(first.model_copy(update={"epochs": 2.0}))
+
+
+def test_clause_split_and_combine_read_each_dimension_where_it_is_written():
+    from pipeline.models.transformer import clauses
+
+    assert clauses.split_clauses("质量很好，就是物流太慢了") == ["质量很好", "就是物流太慢了"]
+    assert clauses.split_clauses("好评") == []
+    rows, owner = clauses.expand(["质量很好，物流太慢了", "Great, but slow."], ["zh", "en"])
+    assert rows == ["质量很好，物流太慢了", "质量很好", "物流太慢了", "Great, but slow."]
+    assert owner.tolist() == [-1, 0, 0, -2]  # English is read whole
+    # whole review: logistics mentioned (0.8) but read as positive, the overall tone
+    whole = np.array([[0.2, 0.7, 0.05, 0.05]])
+    quality_clause, logistics_clause = [0.1, 0.8, 0.05, 0.05], [0.9, 0.05, 0.03, 0.02]
+    probs = {d: np.array([[0.9, 0.05, 0.03, 0.02]] * 4) for d in DIMENSIONS}
+    probs["logistics"] = np.array([whole[0], logistics_clause, [0.1, 0.1, 0.8, 0.0],
+                                   [0.9, 0.05, 0.03, 0.02]])
+    probs["quality"] = np.array([[0.3, 0.6, 0.1, 0.0], quality_clause, logistics_clause,
+                                 [0.9, 0.05, 0.03, 0.02]])
+    probs["sentiment"] = np.array([[0.8, 0.1, 0.1]] * 4)
+    out = clauses.combine(probs, owner, 2)
+    # logistics: mention kept from the whole review (0.8), polarity from the clause about it
+    assert np.isclose(1 - out["logistics"][0, 0], 0.8)
+    assert out["logistics"][0].argmax() == DIM_LABELS.index("negative")
+    assert out["quality"][0].argmax() == DIM_LABELS.index("positive")
+    assert np.allclose(out["logistics"][1], probs["logistics"][3])  # the English review
+    assert np.allclose(out["sentiment"], [[0.8, 0.1, 0.1]] * 2)
+    for block in out.values():
+        assert np.allclose(block.sum(axis=1), 1)

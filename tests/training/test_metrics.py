@@ -98,3 +98,48 @@ def test_evaluate_prints_each_models_difference_from_the_first():
     delta = results["good"]["vs_first"]["dimension mention F1 (macro)"]["delta"]
     assert table.loc["dimension mention F1 (macro)", "good - worse"].startswith(
         f"{100 * delta:+.2f} (+")
+
+
+def test_acsa_figures_by_hand():
+    from pipeline.training.metrics import acsa_counts, acsa_metrics
+
+    none = dict.fromkeys(("logistics", "quality", "service", "privacy"), "none")
+    gold = pd.DataFrame([
+        {"sentiment": "positive", **none, "quality": "positive", "logistics": "negative"},
+        {"sentiment": "negative", **none, "service": "negative"},
+        {"sentiment": "positive", **none},
+    ])
+    copy_tone = pd.DataFrame([
+        {"sentiment": "positive", **none, "quality": "positive", "logistics": "positive"},
+        {"sentiment": "negative", **none, "service": "negative"},
+        {"sentiment": "positive", **none, "privacy": "negative"},
+    ])
+    m = acsa_metrics(acsa_counts(gold, copy_tone))
+    # gold tuples: 3; predicted 4; right: quality+, service-
+    assert (m["tuple_precision"], m["tuple_recall"]) == (0.5, round(2 / 3, 4))
+    assert m["tuple_f1"] == round(2 * 2 / (3 + 4), 4)
+    # complaints: gold {logistics-, service-}, predicted {service-, privacy-}
+    assert m["complaint_f1"] == 0.5
+    # the one contrast label (logistics- in a positive review) was copied from the tone
+    assert (m["contrast_labels"], m["contrast_accuracy"]) == (1, 0.0)
+    assert acsa_metrics(acsa_counts(gold, gold))["contrast_accuracy"] == 1.0
+
+
+def test_acsa_paired_difference_matches_the_figures():
+    from pipeline.training.metrics import ACSA_STATS, acsa_counts, acsa_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["none", "positive", "negative", "neutral"])
+    dims = ("logistics", "quality", "service", "privacy")
+
+    def frame():
+        return pd.DataFrame({"sentiment": rng.choice(["positive", "negative"], 200),
+                             **{d: rng.choice(labels, 200) for d in dims}})
+
+    gold, a, b = frame(), frame(), frame()
+    ca, cb = acsa_counts(gold, a), acsa_counts(gold, b)
+    for metric, (fields, stat) in ACSA_STATS.items():
+        diff = paired_difference(stat, tuple(ca[f] for f in fields), tuple(cb[f] for f in fields))
+        expected = acsa_metrics(cb)[metric] - acsa_metrics(ca)[metric]
+        assert abs(diff["delta"] - expected) < 1e-3
+        assert diff["ci"][0] <= diff["delta"] <= diff["ci"][1]

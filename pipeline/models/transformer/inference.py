@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.models.heads import HEADS, length_batches, softmax, split_heads
+from pipeline.models.transformer import clauses
 from pipeline.models.transformer.backends import make_backend
 
 if TYPE_CHECKING:  # torch loads only where the torch backend or training runs
@@ -43,6 +44,8 @@ class TransformerClassifier:
         self.prefix = meta.get("prefix", "query: ")
         self.temperatures = {k: float(v) for k, v in meta.get("temperatures", {}).items()}
         self.version = str(meta.get("version", meta.get("name", "transformer")))
+        # Chinese reviews scored clause by clause (clauses.py); the model folder says so
+        self.clauses = bool(meta.get("clauses", False))
         self.seconds = {"tokenise": 0.0, "model": 0.0}
 
     @property
@@ -119,8 +122,16 @@ class TransformerClassifier:
         }
 
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Calibrated probabilities per head for ``reviews['text_norm']``."""
-        return self.predict_texts(list(reviews["text_norm"]))
+        """Calibrated probabilities per head for ``reviews['text_norm']``; with clause scoring
+        on (``"clauses": true`` in the model folder), Chinese reviews' dimension polarities come
+        from their clauses (:mod:`pipeline.models.transformer.clauses`)."""
+        texts = list(reviews["text_norm"])
+        if not self.clauses or "lang" not in reviews:
+            return self.predict_texts(texts)
+        rows, owner = clauses.expand(texts, list(reviews["lang"]))
+        if len(rows) == len(texts):
+            return self.predict_texts(texts)
+        return clauses.combine(self.predict_texts(rows), owner, len(texts))
 
 
 def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,

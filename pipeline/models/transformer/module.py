@@ -1,5 +1,16 @@
-"""The multi-task module: a BERT-style encoder, mean pooling, and one linear layer producing
-every head's logits (overall sentiment: 3 classes; each dimension: 4) in one forward pass."""
+"""The multi-task modules: a BERT-style encoder and heads producing every head's logits
+(overall sentiment: 3 classes; each dimension: 4) in one forward pass.
+
+Two poolings (``revsat_model.json`` says which, under ``pooling``):
+
+``mean``
+    :class:`MultiTaskModel`: one mean-pooled vector feeds every head. The dimension heads see
+    the review's overall tone, and on mixed reviews they mostly copy it.
+``attention``
+    :class:`AttentionPoolModel`: each dimension has a learned query that attends over the
+    token states, so the logistics head reads the words about the courier and the quality head
+    the words about the product; sentiment keeps the mean-pooled vector.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipeline.catalog import DIMENSIONS
 from pipeline.models.heads import HEADS, split_heads
 
 
@@ -45,3 +57,69 @@ class MultiTaskModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         """Logits per head (see :data:`pipeline.models.heads.HEADS`)."""
         return split_heads(self.flat(input_ids, attention_mask))
+
+
+class AttentionPoolModel(nn.Module):
+    """Encoder + per-dimension attention pooling (a learned query per dimension head).
+
+    Sentiment: a linear layer on the mean-pooled vector. Each dimension: a linear layer on
+    ``[mean-pooled; attention-pooled with that dimension's query]``. :meth:`from_mean` starts it
+    from a trained :class:`MultiTaskModel` so that, before any training, it predicts exactly what
+    that model predicts (the attention half of each dimension layer starts at zero).
+    """
+
+    def __init__(self, encoder: nn.Module, hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.sentiment = nn.Linear(hidden, HEADS["sentiment"])
+        self.queries = nn.Parameter(torch.randn(len(DIMENSIONS), hidden) * 0.02)
+        self.dimensions = nn.ModuleList(nn.Linear(2 * hidden, HEADS[d]) for d in DIMENSIONS)
+
+    @classmethod
+    def from_mean(cls, model: MultiTaskModel) -> AttentionPoolModel:
+        """An attention-pooling model with ``model``'s encoder and heads (see class doc)."""
+        hidden = model.head.in_features
+        new = cls(model.encoder, hidden)
+        weight, bias = model.head.weight.data, model.head.bias.data
+        with torch.no_grad():
+            new.sentiment.weight.copy_(weight[: HEADS["sentiment"]])
+            new.sentiment.bias.copy_(bias[: HEADS["sentiment"]])
+            start = HEADS["sentiment"]
+            for dim, layer in zip(DIMENSIONS, new.dimensions, strict=True):
+                size = HEADS[dim]
+                layer.weight.zero_()
+                layer.weight[:, :hidden].copy_(weight[start : start + size])
+                layer.bias.copy_(bias[start : start + size])
+                start += size
+        return new
+
+    def flat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """All heads' logits side by side, ``(batch, sum(HEADS))``."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        mean = mean_pool(hidden, attention_mask)
+        scores = torch.einsum("bth,dh->bdt", hidden, self.queries) / hidden.shape[-1] ** 0.5
+        scores = scores.masked_fill(attention_mask[:, None, :] == 0, -1e4)
+        weights = torch.softmax(scores.float(), dim=-1).to(hidden.dtype)
+        pooled = self.dropout(torch.einsum("bdt,bth->bdh", weights, hidden))
+        mean = self.dropout(mean)
+        logits = [self.sentiment(mean)]
+        logits += [layer(torch.cat([mean, pooled[:, j]], dim=-1))
+                   for j, layer in enumerate(self.dimensions)]
+        return torch.cat(logits, dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """Logits per head (see :data:`pipeline.models.heads.HEADS`)."""
+        return split_heads(self.flat(input_ids, attention_mask))
+
+
+#: ``pooling`` in ``revsat_model.json`` -> the module class.
+POOLINGS: dict[str, type[nn.Module]] = {"mean": MultiTaskModel, "attention": AttentionPoolModel}
+
+
+def pooling_of(model: nn.Module) -> str:
+    """The ``pooling`` name of a module (the key of :data:`POOLINGS`)."""
+    for name, cls in POOLINGS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"not a revsat module: {type(model).__name__}")

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.models.heads import HEADS
-from pipeline.models.transformer.module import MultiTaskModel
+from pipeline.models.transformer.module import POOLINGS, MultiTaskModel, pooling_of
 
 META_FILE = "revsat_model.json"
 
@@ -33,7 +33,8 @@ def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
     save_file(state, str(directory / "model.safetensors"))
     tokenizer.save_pretrained(directory)
     (directory / META_FILE).write_text(
-        json.dumps({"heads": HEADS, **meta}, indent=2, ensure_ascii=False), encoding="utf-8"
+        json.dumps({"heads": HEADS, "pooling": pooling_of(model), **meta}, indent=2,
+                   ensure_ascii=False), encoding="utf-8"
     )
     if export_onnx:
         _export_graph(directory)
@@ -67,7 +68,10 @@ def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
         raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
     config = AutoConfig.from_pretrained(str(directory))
     encoder = AutoModel.from_config(config, add_pooling_layer=False)
-    model = MultiTaskModel(encoder, config.hidden_size)
+    pooling = meta.get("pooling", "mean")  # folders written before attention pooling: mean
+    if pooling not in POOLINGS:
+        raise ValueError(f"{directory}: unknown pooling {pooling!r}; known: {sorted(POOLINGS)}")
+    model = POOLINGS[pooling](encoder, config.hidden_size)
     state = load_file(str(directory / "model.safetensors"))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     model.eval()

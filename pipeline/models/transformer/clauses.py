@@ -1,0 +1,89 @@
+"""Clause scoring: read each dimension where it is written.
+
+A Chinese review is a chain of short clauses, each about one thing: "物流很快，质量一般，客服
+态度太差了". Read whole, the encoder's states all carry the review's overall tone, and the
+dimension heads tend to copy it. Read clause by clause, a clause about the courier says only
+what it says about the courier.
+
+The rule (:func:`combine`): whether a dimension is mentioned is decided on the whole review,
+as before; its polarity is the mention-weighted mean of the polarity probabilities of the
+clauses that mention it (mention probability above one half), and stays the whole review's
+where no clause does. Overall sentiment is always the whole review's.
+
+Measured on the contrast set's dev split (see README, Models): for Chinese it raises contrast
+accuracy and tuple F1 by about ten points; for English, whose sentences are long and lean on
+each other, splitting lowered every figure, so English reviews are read whole
+(:data:`CLAUSE_LANGS`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.catalog import DIMENSIONS
+
+#: Languages (as :func:`pipeline.text.normalise.detect_language` says) whose reviews are
+#: scored clause by clause: Chinese, and Chinese with English words in it.
+CLAUSE_LANGS: frozenset[str] = frozenset({"zh", "mixed"})
+#: At most this many clauses per review (longer reviews group neighbouring clauses).
+MAX_CLAUSES = 6
+
+_SPLIT = re.compile(r"[，。！？；,.!?;~～\n]+|(?=但是|不过|可是|就是|只是|然而)")
+
+
+def split_clauses(text: str, max_parts: int = MAX_CLAUSES) -> list[str]:
+    """The clauses of a Chinese review: split at punctuation and before contrast words, clauses
+    of under four characters joined to the one before; ``[]`` for a single clause."""
+    merged: list[str] = []
+    for part in (p.strip() for p in _SPLIT.split(text)):
+        if not part:
+            continue
+        if merged and len(part) < 4:
+            merged[-1] += part
+        else:
+            merged.append(part)
+    if len(merged) > max_parts:
+        size = -(-len(merged) // max_parts)
+        merged = ["".join(merged[i : i + size]) for i in range(0, len(merged), size)]
+    return merged if len(merged) > 1 else []
+
+
+def expand(texts: Sequence[str], langs: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The model inputs for ``texts``: each review first, then its clauses where its language
+    is in :data:`CLAUSE_LANGS`; and for each input, the review it belongs to (-1-i marks
+    review i's whole text, i its clauses)."""
+    rows: list[str] = []
+    owner: list[int] = []
+    for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
+        rows.append(text)
+        owner.append(-1 - i)
+        if lang in CLAUSE_LANGS:
+            for clause in split_clauses(text):
+                rows.append(clause)
+                owner.append(i)
+    return rows, np.asarray(owner, dtype=np.int64)
+
+
+def combine(probs: dict[str, np.ndarray], owner: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """One row of probabilities per review from :func:`expand`'s inputs (see module doc)."""
+    whole = owner < 0
+    out = {name: block[whole] for name, block in probs.items()}
+    part = ~whole
+    if not part.any():
+        return out
+    review = owner[part]
+    for dim in DIMENSIONS:
+        clause = probs[dim][part]
+        mention = 1.0 - clause[:, 0]
+        weight = np.where(mention > 0.5, mention, 0.0)
+        polarity = np.zeros((n, clause.shape[1] - 1))
+        np.add.at(polarity, review, clause[:, 1:] * weight[:, None])
+        total = polarity.sum(axis=1)
+        use = total > 0
+        mentioned = 1.0 - out[dim][use, 0]
+        out[dim] = out[dim].copy()
+        out[dim][use, 1:] = mentioned[:, None] * polarity[use] / total[use, None]
+    return out
