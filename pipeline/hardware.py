@@ -8,7 +8,7 @@ from pathlib import Path
 
 #: CPU flags that make a format fast, by format.
 FAST_FORMATS: dict[str, tuple[str, ...]] = {"bf16": ("amx_bf16", "avx512_bf16"),
-                                            "int8": ("amx_int8", "avx512_vnni")}
+                                            "int8": ("amx_int8", "avx512_vnni", "avx_vnni")}
 
 
 @functools.cache
@@ -25,15 +25,17 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_model() -> str:
-    """The processor's model name, for figures that depend on it ("" where unknown)."""
+    """The processor's model name (``lscpu``'s "Model name"), for figures that depend on it."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return ""
+        text = ""
     for line in text.splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
-    return ""
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 def has_fast(fmt: str, flags: frozenset[str] | None = None) -> bool:

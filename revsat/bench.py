@@ -149,11 +149,11 @@ def cpu_description() -> dict:
     """The CPU the figures were measured on: model, cores, and the flags that decide formats."""
     import os
 
-    from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
+    from pipeline.hardware import FAST_FORMATS, cpu_flags, cpu_model
 
     flags = cpu_flags()
     return {"model": cpu_model(), "cores": os.cpu_count(),
-            "format_flags": sorted({f for v in FORMAT_FLAGS.values() for f in v} & flags)}
+            "format_flags": sorted({f for v in FAST_FORMATS.values() for f in v} & flags)}
 
 
 def peak_memory_mb(who: int = resource.RUSAGE_SELF) -> float:

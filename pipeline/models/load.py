@@ -167,7 +167,7 @@ def _onnx_transformer(directory: Path, settings: Settings, quantize: bool | None
 
 def inference_info(classifier) -> dict:
     """Engine, numeric format (and why) and the CPU it was chosen for: stated in run.json."""
-    from pipeline.models.transformer.onnx import FORMAT_FLAGS, cpu_flags, cpu_model
+    from pipeline.hardware import FAST_FORMATS, cpu_flags, cpu_model
 
     inner = getattr(classifier, "transformer", classifier)
     backend = getattr(inner, "backend", None)
@@ -177,5 +177,5 @@ def inference_info(classifier) -> dict:
         "numeric_format": getattr(inner, "numeric_format", "fp64"),
         "format_reason": getattr(inner, "format_reason", "TF-IDF baseline (numpy)"),
         "cpu": cpu_model(),
-        "cpu_flags": sorted({f for names in FORMAT_FLAGS.values() for f in names} & flags),
+        "cpu_flags": sorted({f for names in FAST_FORMATS.values() for f in names} & flags),
     }

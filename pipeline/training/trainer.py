@@ -25,7 +25,7 @@ from pipeline.config import Settings
 from pipeline.hardware import has_fast
 from pipeline.models.heads import HEADS, length_batches, softmax
 from pipeline.models.load import load
-from pipeline.models.transformer import persistence
+from pipeline.models.transformer import onnx, persistence
 from pipeline.models.transformer.inference import TransformerClassifier
 from pipeline.models.transformer.module import AttentionPoolModel, MultiTaskModel, keep_layers
 from pipeline.text.normalise import normalise
@@ -260,6 +260,7 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
     meta["temperatures"], meta["calibration_dev"] = calibrate(clf, dev_rows,
                                                               config.calibration_min_rows)
     saved = persistence.save(model, tokenizer, Path(config.out), meta)
+    onnx.package(saved)
     checkpoint.remove()
     return saved
 

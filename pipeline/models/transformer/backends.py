@@ -9,7 +9,6 @@ nor transformers. Only an in-memory module (training, tests) is exported on the 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.models.heads import HEADS
-from pipeline.models.transformer.onnx import OnnxRunner, export_module, int8_onnx
+from pipeline.models.transformer.onnx import OnnxRunner, export_module, int8_onnx, onnx_available
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,11 +27,6 @@ log = logging.getLogger("revsat")
 
 __all__ = ["OnnxBackend", "TorchBackend", "int8_onnx", "make_backend", "onnx_available",
            "resolve_backend"]
-
-
-def onnx_available() -> bool:
-    """Whether ONNX Runtime and the ONNX exporter's needs are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
 def resolve_backend(backend: str, device: str, quantized: bool = False) -> str:

@@ -6,7 +6,7 @@ The graph is keyed by the SHA-256 of the model folder's ``model.safetensors`` an
 ``onnx/`` subfolder (a model packaged with its graph) and in the cache
 (``Settings.cache_dir``/onnx, by default ``~/.cache/revsat/onnx``). When neither holds it, it
 is exported once (:func:`export_folder`, which needs torch) into the cache; ``revsat
-export-onnx`` and :func:`pipeline.models.transformer.persistence.save` do that when a model is
+export-onnx`` and :func:`package` (after training) do that when a model is
 packaged, so a scoring run only reads it.
 
 The export is generic: whatever ``nn.Module`` the folder loads into is traced with
@@ -21,6 +21,7 @@ offered by ONNX Runtime's x86 CPU kernels (see README, Performance).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -29,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.hardware import FAST_FORMATS, cpu_flags
+
 log = logging.getLogger("revsat")
 
 #: Part of the cache key: bump when the export (opset, wrapper, quantiser options) changes.
 EXPORT_FORMAT = 2
 FORMATS = ("fp32", "int8")
-#: CPU flags (``lscpu`` / ``/proc/cpuinfo``) that make a format fast.
-FORMAT_FLAGS = {"int8": ("avx512_vnni", "amx_int8", "avx_vnni"),
-                "bf16": ("avx512_bf16", "amx_bf16")}
 WEIGHT_FILES = ("model.safetensors", "config.json")
 
 
@@ -173,32 +173,6 @@ def int8_onnx(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> 
     return dst
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as ``lscpu`` shows them (Linux; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``'s "Model name")."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
-
-
 def choose_format(requested: str, meta: dict, flags: set[str] | None = None) -> tuple[str, str]:
     """The numeric format to run and why. ``requested``: ``auto``, ``fp32`` or ``int8``.
 
@@ -212,7 +186,7 @@ def choose_format(requested: str, meta: dict, flags: set[str] | None = None) -> 
         return requested, "requested"
     flags = cpu_flags() if flags is None else flags
     approved = meta.get("formats") or ["fp32"]
-    has = [f for f in FORMAT_FLAGS["int8"] if f in flags]
+    has = [f for f in FAST_FORMATS["int8"] if f in flags]
     if "int8" in approved and has:
         return "int8", f"CPU has {has[0]}; int8 passed the model's accuracy check"
     if has:
@@ -291,3 +265,20 @@ class FastTokenizer:
         if isinstance(texts, str):
             return {"input_ids": self._tok.encode(texts).ids}
         return {"input_ids": [e.ids for e in self._tok.encode_batch(list(texts))]}
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime and the ONNX exporter's needs are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def package(directory: Path) -> None:
+    """Export a freshly saved folder's ONNX graph into the cache (keyed by the weights' hash)
+    so that no scoring run ever exports it; a failure is logged and scoring exports it once on
+    first use instead."""
+    if not onnx_available():
+        return
+    try:
+        export_folder(directory)
+    except Exception as exc:
+        log.warning("ONNX export of %s failed (%s: %s)", directory, type(exc).__name__, exc)

@@ -18,7 +18,7 @@ META_FILE = "revsat_model.json"
 
 
 def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
-         dtype: torch.dtype = torch.float16, export_onnx: bool = True) -> Path:
+         dtype: torch.dtype = torch.float16) -> Path:
     """Write a model folder (safetensors weights, encoder config, tokenizer, metadata).
 
     Weights are stored as ``dtype`` (fp16 by default: half the size, and loading casts back
@@ -36,26 +36,7 @@ def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
         json.dumps({"heads": HEADS, "pooling": pooling_of(model), **meta}, indent=2,
                    ensure_ascii=False), encoding="utf-8"
     )
-    if export_onnx:
-        _export_graph(directory)
     return directory
-
-
-def _export_graph(directory: Path) -> None:
-    """Package the folder's ONNX graph (into the cache, keyed by the weights' hash) so no
-    scoring run ever exports it."""
-    import logging
-
-    from pipeline.models.transformer.backends import onnx_available
-    from pipeline.models.transformer.onnx import export_folder
-
-    if not onnx_available():
-        return
-    try:
-        export_folder(directory)
-    except Exception as exc:  # scoring exports it once on first use instead
-        logging.getLogger("revsat").warning("ONNX export of %s failed (%s: %s)", directory,
-                                            type(exc).__name__, exc)
 
 
 def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
