@@ -95,9 +95,10 @@ class _Console(logging.Formatter):
         return f"{head}{sep}{label}{message}{note}" if sep else f"{label}{line}{note}"
 
 
-class _Stderr(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """A handler writing to whatever ``sys.stderr`` is when a record comes (a test runner may
-    swap it between commands)."""
+    swap it between commands). Its name must not start with ``_``: Prefect's logging set-up
+    replaces root handlers whose class name does, and ours keeps tracebacks off the console."""
 
     @property
     def stream(self):
@@ -112,9 +113,9 @@ def _setup_logging(verbose: bool, out: Path | None = None) -> None:
     _TRACEBACKS.folder = out.expanduser().resolve() / ".revsat" / "logs" if out else None
     _TRACEBACKS.path = None
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
         root.removeHandler(old)  # a second command in the same process (tests)
-    handler = _Stderr()
+    handler = StderrHandler()
     handler.setFormatter(_Console("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

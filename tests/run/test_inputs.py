@@ -399,3 +399,21 @@ def test_prefect_state_lines_say_which_task():
     record.task_name, record.task_run_name = "roll-up", "roll-up-0ab"
     line = _Console("%(asctime)s %(levelname)s %(message)s").format(record)
     assert line.endswith("INFO [task roll-up] Finished in state Completed()")
+
+
+def test_console_handler_survives_prefects_logging_setup():
+    """Prefect's set-up replaces root handlers whose class name starts with ``_``; ours must
+    stay, or tracebacks of expected outcomes (AlertsRaised) reach the console again."""
+    from prefect.logging.configuration import setup_logging
+
+    from revsat.cli import StderrHandler, _setup_logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        _setup_logging(False)
+        setup_logging(incremental=False)
+        assert any(isinstance(h, StderrHandler) for h in root.handlers)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
