@@ -137,7 +137,9 @@ def _index_lines(pivot: pd.DataFrame, xlabel: str | None = None):
         ax.set_xlim(day - pd.Timedelta(days=1), day + pd.Timedelta(days=1))
     ax.tick_params(axis="x", labelsize=8)
     # Above the plot: inside it the legend would hide the lines near the bottom.
-    ax.legend(fontsize=8, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False)
     return fig, ax
 
 
