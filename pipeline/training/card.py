@@ -61,8 +61,15 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
     )
     project = (f" and {project_label_rows} corpus rows the project labelled itself "
                "(`data/labels/`, train split only)" if project_label_rows else "")
+    pooling = ("Per-dimension attention pooling: sentiment from the mean-pooled vector, each "
+               "dimension from the mean-pooled vector and an attention pool with its own learned "
+               "query." if meta.get("pooling") == "attention"
+               else "Mean pooling, one linear layer for all heads.")
+    if meta.get("clauses"):
+        pooling += (" Chinese and mixed reviews are scored clause by clause: mention from the "
+                    "whole review, polarity from the clauses that mention the dimension.")
     card = _template().render(
-        name=meta.get("name"), layers=_layers(config), prefix=meta.get("prefix"),
+        pooling=pooling, name=meta.get("name"), layers=_layers(config), prefix=meta.get("prefix"),
         train_seconds=meta.get("train_seconds"), distilled=distilled,
         config_json=json.dumps(config, indent=2, ensure_ascii=False), project=project,
         table=table, calib_rows=calib_rows, size_mb=_size_mb(directory), extra=extra,
