@@ -126,8 +126,10 @@ def two_day_runs(tmp_path_factory, tiny_baseline_dir) -> tuple[Path, list[dict],
     day2 = shifted_export(tmp_path_factory.mktemp("exports") / "day2.csv")
     # One earlier night of 260 reviews (46 logistics mentions) is a weak baseline: the 22-point
     # logistics fall has q = 0.02 over the night's ~100 tests, an incident at alpha 0.05 only.
+    # The day-2 export repeats day 1's reviews: count them again (count_repeats), so that day 2
+    # is a whole night of reviews, as the trend and report tests read it.
     settings = Settings(model=str(tiny_baseline_dir), progress=False,
-                        alert_alpha=FIXTURE_ALERT_ALPHA)
+                        alert_alpha=FIXTURE_ALERT_ALPHA, count_repeats=True)
     records = [
         score_reviews([str(path)], str(out), model=str(tiny_baseline_dir), run_date=day,
                       settings=settings)

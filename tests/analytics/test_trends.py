@@ -241,7 +241,8 @@ def test_rerun_same_date_and_fail_on_alerts_exit_code(two_day_runs, tmp_path, ti
     out = tmp_path / "copy"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns(".revsat"))
     before = _history_counts(out / "revsat.duckdb")
-    env = {"REVSAT_ALERT_ALPHA": str(FIXTURE_ALERT_ALPHA)}
+    # as the fixture ran (count_repeats: day 2 repeats day 1)
+    env = {"REVSAT_ALERT_ALPHA": str(FIXTURE_ALERT_ALPHA), "REVSAT_COUNT_REPEATS": "true"}
     result = CliRunner().invoke(app, [
         "score", str(day2), "--out", str(out), "--model", str(tiny_baseline_dir),
         "--run-date", "2026-11-15", "--no-progress", "--fail-on-alerts",

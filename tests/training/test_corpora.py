@@ -290,7 +290,8 @@ def test_shipped_project_labels_are_all_training_rows(seeds: pd.DataFrame) -> No
     from pipeline.config import data_dir
     from pipeline.training.data import project_labelled_rows
 
-    lines = (data_dir() / "labels" / "corpus_rows.jsonl").read_text("utf-8").splitlines()
+    lines = [line for path in sorted((data_dir() / "labels").glob("*.jsonl"))
+             for line in path.read_text("utf-8").splitlines()]
     rows = project_labelled_rows(SHARED, set(seeds["id"]))
     # every labelled row resolves, is in the train split and is not a seed row: none dropped
     assert len(rows) == len([line for line in lines if line.strip()])
