@@ -25,6 +25,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The CLI's reused local Prefect server (revsat.local_server) stops soon after the suite.
 os.environ.setdefault("REVSAT_LOCAL_SERVER_IDLE_MINUTES", "2")
+# In-process CLI tests use Prefect's temporary server per run, not the reused local server:
+# that one stops when idle while this process still queues events for it, and the process then
+# spent minutes at exit retrying them. tests/run/test_startup.py starts one explicitly.
+os.environ.setdefault("REVSAT_LOCAL_SERVER", "false")
 
 
 def read_all(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, list[dict]]:
