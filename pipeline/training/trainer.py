@@ -206,13 +206,16 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
     pad = tokenizer.pad_token_id
     model.train()
     t0 = time.perf_counter()
+    order_epoch, order = -1, batches
     with StepProgress(steps, first, enabled=progress) as bar:
         for step in range(first, steps):
             # the batch order of every epoch is drawn from the seed alone, so a resumed run
             # sees exactly the batches the stopped one would have
             epoch, at = divmod(step, len(batches))
-            order = batches if epoch == 0 else random.Random(config.seed + epoch).sample(
-                batches, len(batches))
+            if epoch != order_epoch:  # drawn once per epoch
+                order_epoch = epoch
+                order = batches if epoch == 0 else random.Random(config.seed + epoch).sample(
+                    batches, len(batches))
             batch = order[at]
             width = int(lengths[batch].max())
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
