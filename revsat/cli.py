@@ -210,10 +210,12 @@ def _columns(**names: str | None) -> dict[str, str]:
     return {k: v for k, v in names.items() if v is not None}
 
 
-def _preflight(inputs: list[str], settings, *, nightly_pattern: str | None = None
-               ) -> list[Path]:
+def _preflight(inputs: list[str], settings, *, nightly_pattern: str | None = None,
+               ledger_db: Path | None = None) -> list[Path]:
     """Every check a user's mistake fails, before the model loads or a server starts: the
     model, the device, the inputs (readable, with a text column). Returns the input files.
+    A nightly run (``nightly_pattern``) with ``ledger_db`` checks only the files whose content
+    that ledger has not seen: the nights already scored are not read again.
 
     Raises :class:`~pipeline.errors.UserError` when no input file can be scored; files that
     fail while others pass are logged here and fail again in the run (exit 1)."""
@@ -227,6 +229,8 @@ def _preflight(inputs: list[str], settings, *, nightly_pattern: str | None = Non
         from pipeline.store import ledger
 
         paths = ledger.discover(inputs[0], nightly_pattern)
+        if ledger_db is not None:
+            paths = [f.path for f in ledger.new_files(ledger_db, paths)]
     else:
         paths = expand_inputs(inputs)
     failed = []
@@ -386,7 +390,8 @@ def nightly(
         settings = load_settings(progress=False, **columns, **extra)
         _check_task_runner(task_runner)
         parsed_date = _run_date(run_date)
-        _preflight([input_dir], settings, nightly_pattern=pattern)
+        _preflight([input_dir], settings, nightly_pattern=pattern,
+                   ledger_db=None if rescore else out / settings.duckdb_name)
         from flows.nightly import nightly_score
 
         alerted = False

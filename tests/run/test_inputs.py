@@ -417,3 +417,27 @@ def test_console_handler_survives_prefects_logging_setup():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_nightly_preflight_reads_only_the_files_the_ledger_has_not_seen(tmp_path, monkeypatch):
+    import pipeline.ingest.readers
+    from pipeline.store import ledger
+    from revsat.cli import _preflight
+
+    night = tmp_path / "night"
+    night.mkdir()
+    old, new = night / "a-1114.csv", night / "b-1115.csv"
+    shutil.copy(SAMPLE, old)
+    new.write_text("review_id,text\nn1,物流很快\n", encoding="utf-8")
+    db = tmp_path / "out" / "revsat.duckdb"
+    ledger.record(db, ledger.new_files(db, [old]), "run-1", date(2026, 11, 14))
+    checked: list[Path] = []
+    real = pipeline.ingest.readers.check_input
+    monkeypatch.setattr(pipeline.ingest.readers, "check_input",
+                        lambda path, overrides=None: (checked.append(path), real(path))[1])
+    settings = Settings(model="baseline")
+    assert _preflight([str(night)], settings, nightly_pattern="*", ledger_db=db) == [new]
+    assert checked == [new]  # the scored night is not read again
+    checked.clear()  # --rescore (no ledger): every file is checked
+    assert sorted(_preflight([str(night)], settings, nightly_pattern="*")) == [old, new]
+    assert sorted(checked) == [old, new]
