@@ -362,3 +362,24 @@ def test_clause_split_and_combine_read_each_dimension_where_it_is_written():
     assert np.allclose(out["sentiment"], [[0.8, 0.1, 0.1]] * 2)
     for block in out.values():
         assert np.allclose(block.sum(axis=1), 1)
+
+
+@shipped
+def test_clause_pass_only_where_it_can_change_a_label():
+    """The default scores clauses only for reviews that mention some dimension; every label
+    and confidence equals scoring every Chinese review's clauses."""
+    from pipeline.models.transformer import clauses
+
+    data = preprocess(sample_labelled())
+    clf = load_classifier("default", ensemble=False)
+    assert clf.clauses
+    texts, langs = list(data["text_norm"]), list(data["lang"])
+    rows, owner = clauses.expand(texts, langs)
+    every = clauses.combine(clf.predict_texts(rows), owner, len(texts))
+    gated = clf.predict_batch(data)
+    whole = clf.predict_texts(texts)
+    skipped = ~clauses.worth_splitting(whole) & np.isin(langs, list(clauses.CLAUSE_LANGS))
+    assert skipped.sum() >= 10  # the gate does skip work on the sample
+    for name in every:
+        assert (every[name].argmax(axis=1) == gated[name].argmax(axis=1)).all(), name
+        assert np.allclose(every[name].max(axis=1), gated[name].max(axis=1), atol=1e-5), name

@@ -51,20 +51,30 @@ def split_clauses(text: str, max_parts: int = MAX_CLAUSES) -> list[str]:
     return merged if len(merged) > 1 else []
 
 
-def expand(texts: Sequence[str], langs: Sequence[str]) -> tuple[list[str], np.ndarray]:
+def expand(texts: Sequence[str], langs: Sequence[str],
+           only: Sequence[bool] | np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
     """The model inputs for ``texts``: each review first, then its clauses where its language
-    is in :data:`CLAUSE_LANGS`; and for each input, the review it belongs to (-1-i marks
-    review i's whole text, i its clauses)."""
+    is in :data:`CLAUSE_LANGS` (and ``only`` is true, where given); and for each input, the
+    review it belongs to (-1-i marks review i's whole text, i its clauses)."""
     rows: list[str] = []
     owner: list[int] = []
     for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
         rows.append(text)
         owner.append(-1 - i)
-        if lang in CLAUSE_LANGS:
+        if lang in CLAUSE_LANGS and (only is None or only[i]):
             for clause in split_clauses(text):
                 rows.append(clause)
                 owner.append(i)
     return rows, np.asarray(owner, dtype=np.int64)
+
+
+def worth_splitting(whole: dict[str, np.ndarray]) -> np.ndarray:
+    """Reviews whose clauses can change a label: those where the whole review mentions some
+    dimension (``none`` below one half). :func:`combine` keeps each dimension's ``none``
+    probability and redistributes only the polarity mass, so where ``none`` is at least one
+    half for every dimension it stays every dimension's label and confidence: scoring those
+    reviews' clauses would be wasted work."""
+    return np.column_stack([whole[d][:, 0] < 0.5 for d in DIMENSIONS]).any(axis=1)
 
 
 def combine(probs: dict[str, np.ndarray], owner: np.ndarray, n: int) -> dict[str, np.ndarray]:

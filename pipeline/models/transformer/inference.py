@@ -126,12 +126,19 @@ class TransformerClassifier:
         on (``"clauses": true`` in the model folder), Chinese reviews' dimension polarities come
         from their clauses (:mod:`pipeline.models.transformer.clauses`)."""
         texts = list(reviews["text_norm"])
+        whole = self.predict_texts(texts)
         if not self.clauses or "lang" not in reviews:
-            return self.predict_texts(texts)
-        rows, owner = clauses.expand(texts, list(reviews["lang"]))
+            return whole
+        # a second pass over the clauses of the reviews where they can change a label
+        rows, owner = clauses.expand(texts, list(reviews["lang"]),
+                                     only=clauses.worth_splitting(whole))
         if len(rows) == len(texts):
-            return self.predict_texts(texts)
-        return clauses.combine(self.predict_texts(rows), owner, len(texts))
+            return whole
+        parts = owner >= 0
+        scored = self.predict_texts([r for r, p in zip(rows, parts, strict=True) if p])
+        probs = {name: np.concatenate([whole[name], scored[name]]) for name in whole}
+        return clauses.combine(probs, np.concatenate([np.arange(-1, -len(texts) - 1, -1),
+                                                      owner[parts]]), len(texts))
 
 
 def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
