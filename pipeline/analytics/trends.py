@@ -59,27 +59,6 @@ def two_proportion_p(x1: pd.Series, n1: pd.Series, x0: pd.Series, n0: pd.Series)
     return p.where(se > 0, 1.0).where(x0.notna() & n0.gt(0), np.nan)
 
 
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values, as
-    :func:`scipy.stats.false_discovery_control` computes them, without importing scipy.stats:
-    seconds of start-up); NaN stays NaN and is not counted."""
-    p = np.asarray(p, dtype=float)
-    q = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        q[ok] = _bh(p[ok])
-    return q
-
-
-def _bh(p: np.ndarray) -> np.ndarray:
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty_like(p)
-    out[order] = np.clip(ranked, 0, 1)
-    return out
-
-
 def trends(
     sat: pd.DataFrame,
     history: pd.DataFrame,

@@ -64,12 +64,14 @@ def sentiment_rows(
 
 
 def extra_rows() -> pd.DataFrame:
-    """Hand-written labelled examples shipped with the project (training only)."""
-    path = data_dir() / "train_extra" / "reviews.jsonl"
-    if not path.is_file():
+    """Hand-written labelled examples shipped with the project (``data/train_extra/*.jsonl``,
+    training only)."""
+    records = []
+    for path in sorted((data_dir() / "train_extra").glob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            records += [json.loads(line) for line in fh if line.strip()]
+    if not records:
         return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS])
-    with path.open(encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
     frame = pd.DataFrame.from_records(records)
     frame["corpus"] = "revsat_extra"
     frame["split"] = "train"

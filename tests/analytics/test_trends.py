@@ -14,6 +14,7 @@ from conftest import FIXTURE_ALERT_ALPHA, SAMPLE
 from scipy import stats
 from typer.testing import CliRunner
 
+from pipeline.analytics import incidents as inc
 from pipeline.analytics import trends as history
 from pipeline.analytics.indices import count_mentions, satisfaction_table, with_composite
 from pipeline.catalog import DIMENSIONS, TABLES
@@ -160,7 +161,7 @@ def test_trend_formulas(tmp_path):
 
 def test_benjamini_hochberg_matches_scipy():
     p = np.array([0.001, 0.04, 0.03, np.nan, 0.5, 0.0001, 0.2])
-    q = history.benjamini_hochberg(p)
+    q = inc.adjust(p)
     ok = ~np.isnan(p)
     assert np.isnan(q[3])
     assert np.allclose(q[ok], stats.false_discovery_control(p[ok]))

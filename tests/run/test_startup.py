@@ -29,14 +29,14 @@ def test_format_choice_follows_cpu_flags_and_the_models_checked_formats():
 
 @shipped
 def test_onnx_scoring_path_imports_no_torch_and_finds_the_cached_graph(tmp_path):
-    code = ("import sys; from pipeline.models.load import load, inference_info; "
+    code = ("import sys, flows.score; from pipeline.models.load import load, inference_info; "
             "c = load('default'); print(inference_info(c)['backend'], "
             "'torch' in sys.modules, 'transformers' in sys.modules, "
-            "'matplotlib' in sys.modules, 'sklearn' in sys.modules)")
+            "'matplotlib' in sys.modules, 'sklearn' in sys.modules, 'scipy.stats' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # exports once
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout.split()
-    assert out == ["onnx", "False", "False", "False", "False"], out
+    assert out == ["onnx", "False", "False", "False", "False", "False"], out
     key = ox.weights_key(models_dir() / "default")
     assert any(p.is_file() for p in ox.graph_paths(models_dir() / "default", key, "fp32", None))
 
@@ -70,12 +70,14 @@ def test_tfidf_space_equals_sklearn(tiny_baseline_dir):
 
 
 def test_scipy_special_equals_scipy_stats():
-    from scipy import stats
+    from scipy import special, stats
 
-    from pipeline.analytics.trends import _bh
+    from pipeline.analytics.incidents import adjust
 
     p = np.random.default_rng(0).random(200) ** 3
-    np.testing.assert_allclose(_bh(p), stats.false_discovery_control(p, method="bh"))
+    np.testing.assert_allclose(adjust(p), stats.false_discovery_control(p, method="bh"))
+    z = np.linspace(-4, 6, 50)
+    np.testing.assert_allclose(special.ndtr(-z), stats.norm.sf(z))
 
 
 def test_local_server_is_reused(tmp_path, monkeypatch):
