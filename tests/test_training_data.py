@@ -58,3 +58,37 @@ def test_contrast_reviews_never_reach_training(monkeypatch, tmp_path):
     kept = drop_held_out(rows, tmp_path)
     # c1 goes by its id, r1 by its text (the corpora repeat texts under other ids)
     assert set(kept["id"]) == set(ROWS["id"]) - {"r0", "r1"}
+
+
+def test_clause_rows_are_unlabelled_clauses_of_chinese_reviews():
+    from pipeline.training.data import clause_rows
+
+    rows = ROWS.assign(text=[*["质量很好，就是物流太慢了"] * 2, *ROWS["text"][2:]])
+    clauses = clause_rows(rows, 100, seed=0)
+    assert sorted(clauses["text"]) == sorted(["质量很好", "就是物流太慢了"] * 2)
+    assert clauses["sentiment"].isna().all() and not set(DIMENSIONS) & set(clauses)
+    assert (clauses["source"] == "clause").all() and clauses["id"].is_unique
+    assert len(clause_rows(rows, 3, seed=0)) == 3
+
+
+def test_no_pair_or_clause_is_made_of_a_held_out_review(monkeypatch, tmp_path):
+    from pipeline.training import data
+    from pipeline.training.arguments import TrainConfig
+
+    mixed = "做工扎实，就是快递把箱子压坏了"
+    held = pd.DataFrame({"id": ["c1"], "text": [mixed], "split": ["test"]})
+    sentiment = pd.DataFrame({"id": ["s1", "c1", "s2"], "lang": "zh", "corpus": "x",
+                              "text": ["不错，挺好的，下次再来", mixed, "太差了，再也不买"],
+                              "sentiment": ["positive", "negative", "negative"],
+                              "split": "train"})
+    monkeypatch.setattr(data, "contrast_rows", lambda shared: held)
+    monkeypatch.setattr(data, "sentiment_rows", lambda *a, **k: sentiment)
+    monkeypatch.setattr(data, "dimension_rows", lambda *a, **k: ROWS.assign(
+        split="train", source="seed"))
+    config = TrainConfig(mixed_pairs=20, clause_rows=50, dimension_repeats=1)
+    train_rows, _ = data.training_sets(config, tmp_path)
+    made = train_rows[train_rows["source"].isin(["mixed", "clause"])]
+    assert set(made["source"]) == {"mixed", "clause"}
+    assert not made["text"].str.contains("做工扎实|箱子压坏").any()
+    assert made["text"].str.contains("下次再来").any()  # the other reviews' clauses are there
+    assert "c1" not in set(train_rows["id"]) and not made["id"].str.contains("c1").any()

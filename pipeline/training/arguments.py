@@ -31,6 +31,9 @@ class TrainConfig(BaseModel):
     project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
     project_label_fraction: float = Field(1.0, gt=0, le=1)  # a share of them (learning curves)
     mixed_pairs: int = Field(0, ge=0)  # synthetic mixed reviews (training.data.synthetic_mixed)
+    # clauses of Chinese training reviews with no labels of their own: with a teacher, the
+    # student learns the teacher's reading of the inputs clause scoring gives it
+    clause_rows: int = Field(0, ge=0)
     pooling: Literal["mean", "attention"] = "mean"  # the dimension heads' pooling (module.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the CPU has it
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints (``--resume``)

@@ -172,6 +172,26 @@ def synthetic_mixed(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
                                       "source", *DIMENSIONS])
 
 
+def clause_rows(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``n`` clauses (:func:`pipeline.models.transformer.clauses.split_clauses`) of the
+    Chinese reviews in ``rows``, without labels: the inputs clause scoring reads at inference.
+    They teach a student only through its teacher's soft labels (the trainer ignores missing
+    labels), so a clause never inherits its review's overall label."""
+    from pipeline.models.transformer.clauses import CLAUSE_LANGS, split_clauses
+
+    pool = rows[rows["lang"].isin(CLAUSE_LANGS)].sample(frac=1.0, random_state=seed)
+    out: list[dict] = []
+    for rid, lang, text in zip(pool["id"], pool["lang"], pool["text"], strict=True):
+        for k, clause in enumerate(split_clauses(str(text))):
+            out.append({"id": f"clause-{rid}-{k}", "lang": lang, "corpus": "revsat_clause",
+                        "text": clause, "sentiment": None, "split": "train",
+                        "source": "clause"})
+        if len(out) >= n:
+            break
+    return pd.DataFrame(out[:n], columns=["id", "lang", "corpus", "text", "sentiment", "split",
+                                          "source"])
+
+
 def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
                    project_fraction: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
@@ -193,17 +213,27 @@ def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
 def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows a training run learns from and calibrates on: ``(train_rows, dev_rows)``.
 
-    Train: sentiment rows, the dimension-labelled rows ``dimension_repeats`` times and
-    ``mixed_pairs`` synthetic mixed reviews, without any contrast-set review. Dev: a sample of
+    Train: sentiment rows, the dimension-labelled rows ``dimension_repeats`` times,
+    ``mixed_pairs`` synthetic mixed reviews and ``clause_rows`` unlabelled clauses, without any
+    contrast-set review (nor a clause of one). Dev: a sample of
     the dev split's sentiment rows and its dimension rows (the temperatures are fitted there).
     """
     sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
     dims = dimension_rows(shared, project_labels=config.project_labels,
                           project_fraction=config.project_label_fraction, seed=config.seed)
-    dim_train = dims[dims["split"] == "train"]
-    parts = [sent[sent["split"] == "train"], *[dim_train] * config.dimension_repeats]
+    # held-out reviews leave the pools first, so no pair or clause is made of one
+    pool = drop_held_out(pd.concat([sent[sent["split"] == "train"].assign(_part="sentiment"),
+                                    dims[dims["split"] == "train"].assign(_part="dimensions")],
+                                   ignore_index=True), shared)
+    part = pool.pop("_part")
+    sent_train = pool.loc[part == "sentiment", list(sent.columns)]
+    dim_train = pool.loc[part == "dimensions", list(dims.columns)]
+    parts = [sent_train, *[dim_train] * config.dimension_repeats]
     if config.mixed_pairs:
         parts.append(synthetic_mixed(dim_train, config.mixed_pairs, config.seed))
+    if config.clause_rows:
+        parts.append(clause_rows(pd.concat([dim_train, sent_train]), config.clause_rows,
+                                 config.seed))
     train_rows = drop_held_out(pd.concat(parts, ignore_index=True), shared)
     dev_sent = sent[sent["split"] == "dev"]
     dev_sent = dev_sent.sample(n=min(config.dev_sentiment_rows, len(dev_sent)),
