@@ -89,7 +89,11 @@ def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarra
     """Raw (uncalibrated) logits of a trained model folder for ``texts``."""
     # max_windows=1: the teacher reads what the student is trained on (the first 128 tokens)
     clf = load(teacher, Settings(batch_size=64, max_windows=1), ensemble=False)
-    return clf.logits([normalise(t) for t in texts])
+    # each distinct text once: repeated dimension rows would cost a teacher pass each
+    distinct = list(dict.fromkeys(normalise(t) for t in texts))
+    where = {t: i for i, t in enumerate(distinct)}
+    rows = np.fromiter((where[normalise(t)] for t in texts), np.int64, len(texts))
+    return {name: block[rows] for name, block in clf.logits(distinct).items()}
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

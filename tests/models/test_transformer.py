@@ -388,3 +388,16 @@ def test_clause_pass_only_where_it_can_change_a_label():
     for name in every:
         assert (every[name].argmax(axis=1) == gated[name].argmax(axis=1)).all(), name
         assert np.allclose(every[name].max(axis=1), gated[name].max(axis=1), atol=1e-5), name
+
+
+def test_teacher_logits_score_each_distinct_text_once(tiny_model_dir):
+    from pipeline.training.trainer import teacher_logits
+
+    texts = ["物流很快，质量很好", "Shipping was slow.", "物流很快，质量很好", "好评"]
+    soft = teacher_logits(tiny_model_dir, texts)
+    alone = load_classifier(str(tiny_model_dir), Settings(max_windows=1), ensemble=False).logits(
+        texts)
+    for name, block in soft.items():
+        assert block.shape[0] == 4
+        np.testing.assert_allclose(block, alone[name], atol=1e-5)
+        np.testing.assert_array_equal(block[0], block[2])
