@@ -90,10 +90,18 @@ def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarra
     # max_windows=1: the teacher reads what the student is trained on (the first 128 tokens)
     clf = load(teacher, Settings(batch_size=64, max_windows=1), ensemble=False)
     # each distinct text once: repeated dimension rows would cost a teacher pass each
+    from pipeline.run.progress import RowProgress
+
     distinct = list(dict.fromkeys(normalise(t) for t in texts))
     where = {t: i for i, t in enumerate(distinct)}
     rows = np.fromiter((where[normalise(t)] for t in texts), np.int64, len(texts))
-    return {name: block[rows] for name, block in clf.logits(distinct).items()}
+    parts: list[dict[str, np.ndarray]] = [clf.logits([])]  # the heads' widths, for no texts
+    with RowProgress(label="teacher logits", log_every=30.0) as progress:
+        for start in range(0, len(distinct), 4096):  # a 12-layer teacher takes minutes
+            chunk = distinct[start : start + 4096]
+            parts.append(clf.logits(chunk))
+            progress.update(len(chunk), len(chunk), f"of {len(distinct):,} distinct texts")
+    return {name: np.concatenate([p[name] for p in parts])[rows] for name in HEADS}
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
