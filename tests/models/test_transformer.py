@@ -401,3 +401,18 @@ def test_teacher_logits_score_each_distinct_text_once(tiny_model_dir):
         assert block.shape[0] == 4
         np.testing.assert_allclose(block, alone[name], atol=1e-5)
         np.testing.assert_array_equal(block[0], block[2])
+
+
+@shipped
+def test_default_reads_a_courier_complaint_beside_praise_for_the_product():
+    """The promise of the product (issue 13's own example and its English twin): praise for
+    the product and a complaint about the delivery count as a logistics complaint."""
+    texts = pd.DataFrame({"text": [
+        "快递把箱子压坏了，外包装全是破洞，做工扎实，手感很好",
+        "质量很好，就是物流太慢了",
+        "Beautiful and well made, but shipping took three weeks and the box was crushed.",
+    ]})
+    probs = load_classifier("default").predict_batch(preprocess(texts))
+    labels = {d: np.asarray(DIM_LABELS)[probs[d].argmax(axis=1)] for d in DIMENSIONS}
+    assert list(labels["logistics"]) == ["negative"] * 3
+    assert list(labels["quality"]) == ["positive"] * 3
