@@ -84,11 +84,12 @@ class Settings(BaseSettings):
         description="transformer inference engine: onnx (ONNX Runtime, faster on CPU), torch, "
         "or auto (onnx on CPU when installed, else torch)",
     )
-    numeric_format: Literal["auto", "fp32", "int8"] = Field(
+    numeric_format: Literal["auto", "fp32", "int8", "bf16"] = Field(
         "auto",
         description="numeric format of the ONNX graph: auto (int8 where the CPU has int8 "
         "dot-product instructions, avx512_vnni/amx_int8/avx_vnni, and the model folder lists int8 "
-        "among the formats that passed its accuracy check; else fp32), fp32 or int8. Stated in "
+        "among the formats that passed its accuracy check; else fp32), fp32 or int8; or bf16: "
+        "the torch module under bf16 autocast (fast where the CPU has amx_bf16). Stated in "
         "run.json",
     )
     cache_dir: Path | None = Field(

@@ -262,7 +262,8 @@ def score(
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(help="reviews per forward pass")] = None,
     numeric_format: Annotated[str | None, typer.Option(
-        help="auto (by the CPU's flags and the model's checked formats), fp32 or int8")] = None,
+        help="auto (by the CPU's flags and the model's checked formats), fp32, int8 or bf16")
+    ] = None,
     chunk_rows: Annotated[int | None, typer.Option(help="rows per chunk")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore the score cache: re-score all")] = (
         False
@@ -685,7 +686,7 @@ def bench(
     model_rows: Annotated[int, typer.Option(
         help="rows for the model-only throughput (0: skip)")] = 2048,
     backend: Annotated[str, typer.Option(help="auto, onnx or torch")] = "auto",
-    numeric_format: Annotated[str, typer.Option(help="auto, fp32 or int8")] = "auto",
+    numeric_format: Annotated[str, typer.Option(help="auto, fp32, int8 or bf16")] = "auto",
     startup_repeats: Annotated[int, typer.Option(
         help="timed runs of each CLI start-up figure (0: skip)")] = 3,
 ) -> None:

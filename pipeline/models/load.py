@@ -120,7 +120,8 @@ def _transformer(directory: Path, settings: Settings):
 
     device, backend, quantize = settings.device, settings.backend, settings.quantize
     cpu = str(device).startswith("cpu")
-    if resolve_backend(backend, device) == "onnx":
+    bf16 = settings.numeric_format == "bf16"  # torch's autocast: ONNX Runtime has no x86 bf16
+    if not bf16 and resolve_backend(backend, device) == "onnx":
         try:
             return _onnx_transformer(directory, settings, quantize)
         except Exception as exc:
@@ -133,11 +134,12 @@ def _transformer(directory: Path, settings: Settings):
     model, tokenizer, meta = persistence.load(directory)
     if quantize is None:
         quantize = bool(meta.get("int8_dynamic", False)) and cpu
-    if quantize:
+    if quantize and not bf16:
         model = torch_int8(model)
     return TransformerClassifier(
         model, tokenizer, meta, device, settings.batch_size, settings.max_chars, "torch",
-        settings.torch_threads, settings.max_windows, format_reason="torch backend",
+        settings.torch_threads, settings.max_windows, bf16=bf16,
+        format_reason="requested: torch under bf16 autocast" if bf16 else "torch backend",
     )
 
 

@@ -90,6 +90,21 @@ def test_onnx_backend_equals_torch(tiny_model_dir):
         resolve_backend("onnx", "cuda")
 
 
+def test_bf16_format_runs_the_torch_module_under_autocast_close_to_fp32(tiny_model_dir):
+    from pipeline.models.load import inference_info
+
+    data = preprocess(sample_labelled())
+    fp32 = load_classifier(str(tiny_model_dir), Settings(numeric_format="fp32"))
+    bf16 = load_classifier(str(tiny_model_dir), Settings(numeric_format="bf16"))
+    info = inference_info(bf16)
+    assert (info["backend"], info["numeric_format"]) == ("torch", "bf16")
+    a, b = fp32.predict_batch(data), bf16.predict_batch(data)
+    for name in a:
+        assert not np.allclose(a[name], b[name], atol=1e-6)  # it did run in bf16
+        np.testing.assert_allclose(a[name], b[name], atol=0.05)
+        assert (a[name].argmax(axis=1) == b[name].argmax(axis=1)).mean() > 0.95
+
+
 def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
     from pipeline.models.transformer.backends import onnx_available
 

@@ -66,16 +66,18 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
+    def __init__(self, model: nn.Module, device: str = "cpu", bf16: bool = False) -> None:
         self.model = model.to(device)
         self.device = device
-        self.format = "int8" if is_quantized(model) else "fp32"
+        self.bf16 = bf16 and not is_quantized(model)
+        self.format = "int8" if is_quantized(model) else "bf16" if self.bf16 else "fp32"
         self.quantized = self.format == "int8"
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(kind, torch.bfloat16, enabled=self.bf16):
             return self.model.flat(
                 torch.from_numpy(input_ids).to(self.device),
                 torch.from_numpy(attention_mask).to(self.device),
@@ -113,10 +115,12 @@ class OnnxBackend:
 
 def make_backend(model: MultiTaskModel, tokenizer: Any = None, backend: str = "auto",
                  device: str = "cpu", threads: int | None = None,
-                 int8: bool = False) -> TorchBackend | OnnxBackend:
+                 int8: bool = False, bf16: bool = False) -> TorchBackend | OnnxBackend:
     """The engine ``backend`` asks for around an in-memory module (see
     :func:`resolve_backend`). ``auto`` falls back to torch when the ONNX export fails (an
-    operator the exporter lacks); ``onnx`` raises."""
+    operator the exporter lacks); ``onnx`` raises. ``bf16``: torch under bf16 autocast."""
+    if bf16:
+        return TorchBackend(model, device, bf16=True)
     chosen = resolve_backend(backend, device, quantized=is_quantized(model))
     if chosen == "onnx":
         try:

@@ -28,10 +28,11 @@ class TransformerClassifier:
     def __init__(self, model: MultiTaskModel | None, tokenizer, meta: dict, device: str = "cpu",
                  batch_size: int = 64, max_chars: int = 2000, backend: str = "torch",
                  threads: int | None = None, max_windows: int = 4, int8: bool = False,
-                 engine=None, format_reason: str = "") -> None:
+                 engine=None, format_reason: str = "", bf16: bool = False) -> None:
         """``engine``: a ready backend (the ONNX graph of a folder); else one is made around
-        ``model`` as ``backend`` says."""
-        self.backend = engine or make_backend(model, tokenizer, backend, device, threads, int8)
+        ``model`` as ``backend`` says (``bf16``: the torch backend under bf16 autocast)."""
+        self.backend = engine or make_backend(model, tokenizer, backend, device, threads, int8,
+                                              bf16)
         self.numeric_format = self.backend.format
         self.format_reason = format_reason or "requested"
         self.tokenizer = tokenizer
