@@ -1,6 +1,6 @@
 """``revsat bench``: end-to-end throughput, time per stage and peak memory of the real scoring
-flow on a generated input, next to a naive baseline (the ``transformers`` pipeline, batch size
-1) on the same model and rows. A benchmark, not a test: it is never part of the test suite."""
+flow on a generated input, next to a naive baseline (eager PyTorch, batch size 1) on the same
+model and rows. A benchmark, not a test: it is never part of the test suite."""
 
 from __future__ import annotations
 
@@ -57,23 +57,21 @@ def build_input(path: Path, n: int, shared: Path | None = None, short: bool = Fa
 
 
 def naive_baseline(model_dir: Path, texts: list[str]) -> float:
-    """Reviews/s of the ``transformers`` feature-extraction pipeline, batch size 1, on the
-    same encoder, followed by the same pooling and heads (what a first attempt looks like)."""
+    """Reviews/s of a first attempt on the same model: eager PyTorch, one review per forward
+    pass (tokenised alone, no batching, no length sorting, no ONNX Runtime)."""
     import torch
-    from transformers import pipeline
 
     from pipeline.models.load import load
 
     clf = load(model_dir, Settings(backend="torch"), ensemble=False)
     model, tokenizer, meta = clf.module, clf.tokenizer, clf.meta
-    extractor = pipeline("feature-extraction", model=model.encoder, tokenizer=tokenizer,
-                         framework="pt", device="cpu")
-    prefix = meta.get("prefix", "query: ")
+    prefix, width = meta.get("prefix", "query: "), int(meta.get("max_length", 256))
     t0 = time.perf_counter()
-    for text in texts:
-        hidden = torch.tensor(extractor(prefix + text, truncation=True,
-                                        max_length=int(meta.get("max_length", 256)))[0])
-        model.head(hidden.mean(0, keepdim=True))
+    with torch.inference_mode():
+        for text in texts:
+            enc = tokenizer(prefix + text, truncation=True, max_length=width,
+                            return_tensors="pt")
+            model.flat(enc["input_ids"], enc["attention_mask"])
     return len(texts) / (time.perf_counter() - t0)
 
 
