@@ -92,3 +92,17 @@ def test_no_pair_or_clause_is_made_of_a_held_out_review(monkeypatch, tmp_path):
     assert not made["text"].str.contains("做工扎实|箱子压坏").any()
     assert made["text"].str.contains("下次再来").any()  # the other reviews' clauses are there
     assert "c1" not in set(train_rows["id"]) and not made["id"].str.contains("c1").any()
+
+
+def test_languages_keep_only_those_rows(monkeypatch, tmp_path):
+    from pipeline.training import data
+    from pipeline.training.arguments import TrainConfig
+
+    monkeypatch.setattr(data, "contrast_rows", lambda shared: pd.DataFrame(
+        columns=["id", "text", "split"]))
+    monkeypatch.setattr(data, "sentiment_rows", lambda *a, **k: ROWS.assign(
+        split="train", corpus="x")[["id", "lang", "text", "sentiment", "split", "corpus"]])
+    monkeypatch.setattr(data, "dimension_rows", lambda *a, **k: ROWS.assign(
+        split="train", source="seed"))
+    train_rows, _ = data.training_sets(TrainConfig(languages=["en"], mixed_pairs=4), tmp_path)
+    assert set(train_rows["lang"]) == {"en"} and len(train_rows) >= 6

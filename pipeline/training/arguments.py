@@ -34,6 +34,7 @@ class TrainConfig(BaseModel):
     # clauses of Chinese training reviews with no labels of their own: with a teacher, the
     # student learns the teacher's reading of the inputs clause scoring gives it
     clause_rows: int = Field(0, ge=0)
+    languages: list[str] | None = None  # train only on rows of these languages (a touch-up run)
     pooling: Literal["mean", "attention"] = "mean"  # the dimension heads' pooling (module.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the CPU has it
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints (``--resume``)

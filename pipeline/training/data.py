@@ -235,6 +235,8 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
         parts.append(clause_rows(pd.concat([dim_train, sent_train]), config.clause_rows,
                                  config.seed))
     train_rows = drop_held_out(pd.concat(parts, ignore_index=True), shared)
+    if config.languages:
+        train_rows = train_rows[train_rows["lang"].isin(config.languages)].reset_index(drop=True)
     dev_sent = sent[sent["split"] == "dev"]
     dev_sent = dev_sent.sample(n=min(config.dev_sentiment_rows, len(dev_sent)),
                                random_state=config.seed)
