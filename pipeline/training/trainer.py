@@ -92,9 +92,10 @@ def teacher_logits(teacher: str | Path, texts: list[str]) -> dict[str, np.ndarra
     # each distinct text once: repeated dimension rows would cost a teacher pass each
     from pipeline.run.progress import RowProgress
 
-    distinct = list(dict.fromkeys(normalise(t) for t in texts))
+    normalised = [normalise(t) for t in texts]
+    distinct = list(dict.fromkeys(normalised))
     where = {t: i for i, t in enumerate(distinct)}
-    rows = np.fromiter((where[normalise(t)] for t in texts), np.int64, len(texts))
+    rows = np.fromiter((where[t] for t in normalised), np.int64, len(texts))
     parts: list[dict[str, np.ndarray]] = [clf.logits([])]  # the heads' widths, for no texts
     with RowProgress(label="teacher logits", log_every=30.0) as progress:
         for start in range(0, len(distinct), 4096):  # a 12-layer teacher takes minutes
