@@ -40,6 +40,13 @@ def data_dir() -> Path:
     return Path(os.environ.get("REVSAT_DATA_DIR", PROJECT_ROOT / "data"))
 
 
+def default_cache_dir() -> Path:
+    """The folder of rebuildable caches (exported ONNX graphs, jieba's prefix dictionary):
+    ``$XDG_CACHE_HOME/revsat``, else ``~/.cache/revsat``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "revsat"
+
+
 def models_dir() -> Path:
     """The folder holding shipped models (``default/`` transformer, ``baseline/``)."""
     return Path(os.environ.get("REVSAT_MODELS_DIR", PROJECT_ROOT / "models"))

@@ -155,21 +155,32 @@ def _prefect_api(settings=None) -> Iterator[None]:
     """Point this process at a Prefect API for its flow run: the configured one
     (``PREFECT_API_URL``, e.g. a server whose UI shows the runs) as is; otherwise the local
     server started once and reused across runs (see :mod:`revsat.local_server`), unless
-    ``local_server`` is off (then Prefect's temporary server per run)."""
+    ``local_server`` is off (then Prefect's temporary server per run).
+
+    On a server of our own, flow-run heartbeats are off: only a zombie-run automation reads
+    them and none is set up there, while their thread costs every run up to a second at exit
+    (Prefect joins it out of a 1 s sleep). A configured server keeps Prefect's defaults."""
     if settings is None:
         from pipeline.config import Settings
 
         settings = Settings()
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
-    if not settings.local_server or PREFECT_API_URL.value():
+    if PREFECT_API_URL.value():
         yield
         return
-    from revsat.local_server import ensure_local_server
+    updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if settings.local_server:
+        from revsat.local_server import ensure_local_server
 
-    url = ensure_local_server(settings.local_server_idle_minutes,
-                              float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+        updates[PREFECT_API_URL] = ensure_local_server(
+            settings.local_server_idle_minutes,
+            float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    with temporary_settings(updates=updates):
         yield
 
 

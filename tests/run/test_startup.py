@@ -90,3 +90,21 @@ def test_local_server_is_reused(tmp_path, monkeypatch):
         assert local_server._healthy(first)
     finally:
         assert local_server.stop_local_server()
+
+
+def test_heartbeats_off_only_on_a_server_of_our_own(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import get_current_settings as current
+
+    from pipeline.config import Settings
+    from revsat.cli import _prefect_api
+
+    default = current().flows.heartbeat_frequency
+    assert default is not None
+    with _prefect_api(Settings(local_server=False)):  # Prefect's temporary server
+        assert current().flows.heartbeat_frequency is None
+    with temporary_settings(updates={PREFECT_API_URL: "http://prefect.example:4200/api"}):
+        with _prefect_api(Settings(local_server=True)):  # a configured server: untouched
+            assert current().flows.heartbeat_frequency == default
+            assert PREFECT_API_URL.value() == "http://prefect.example:4200/api"
+    assert current().flows.heartbeat_frequency == default

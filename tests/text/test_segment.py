@@ -36,3 +36,30 @@ def test_english_and_mixed_tokens():
 
 def test_punctuation_dropped():
     assert segment("好！！！", "zh") == ["好"]
+
+
+def test_dictionary_cache_segments_as_jieba_does_and_survives_damage(tmp_path: Path):
+    import jieba
+
+    userdict = data_dir() / "userdict.txt"
+    text = "快递小哥把箱子压坏了，七天无理由退货，客服态度很好"
+    built = get_tokenizer(str(userdict), tmp_path)  # builds and writes the cache
+    (cache,) = tmp_path.glob("prefix-*.marshal")
+    get_tokenizer.cache_clear()
+    cached = get_tokenizer(str(userdict), tmp_path)  # reads it
+    plain = jieba.Tokenizer()
+    plain.load_userdict(str(userdict))
+    assert cached is not built
+    assert cached.lcut(text) == plain.lcut(text) == built.lcut(text)
+    assert (cached.FREQ, cached.total) == (plain.FREQ, plain.total)
+
+    cache.write_bytes(b"not marshal data")  # a damaged cache is rebuilt, not an error
+    get_tokenizer.cache_clear()
+    assert get_tokenizer(str(userdict), tmp_path).lcut(text) == plain.lcut(text)
+    assert cache.stat().st_size > 1000
+
+    # another user dictionary gets its own cache file
+    other = tmp_path / "other.txt"
+    other.write_text("箱子压坏 5\n", encoding="utf-8")
+    assert "箱子压坏" in get_tokenizer(str(other), tmp_path).lcut(text)
+    assert len(list(tmp_path.glob("prefix-*.marshal"))) == 2

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import default_cache_dir
 from pipeline.hardware import FAST_FORMATS, cpu_flags
 
 log = logging.getLogger("revsat")
@@ -38,11 +39,6 @@ log = logging.getLogger("revsat")
 EXPORT_FORMAT = 2
 FORMATS = ("fp32", "int8")
 WEIGHT_FILES = ("model.safetensors", "config.json")
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "revsat"
 
 
 def weights_key(directory: Path) -> str:
