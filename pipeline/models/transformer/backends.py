@@ -62,7 +62,9 @@ def torch_int8(model: MultiTaskModel) -> nn.Module:
 
 
 class TorchBackend:
-    """The module itself, on ``device``, under ``inference_mode``."""
+    """The module itself, on ``device``, under ``inference_mode``. With ``bf16`` the encoder
+    runs under bf16 autocast and the pooling and heads in fp32 on its (upcast) token states:
+    the few small products that decide each head are where rounding would flip a label."""
 
     name = "torch"
 
@@ -77,11 +79,14 @@ class TorchBackend:
         import torch
 
         kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(kind, torch.bfloat16, enabled=self.bf16):
-            return self.model.flat(
-                torch.from_numpy(input_ids).to(self.device),
-                torch.from_numpy(attention_mask).to(self.device),
-            ).float().cpu().numpy()
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        with torch.inference_mode():
+            if not self.bf16:
+                return self.model.flat(ids, mask).float().cpu().numpy()
+            with torch.autocast(kind, torch.bfloat16):
+                hidden = self.model.encoder(input_ids=ids, attention_mask=mask)[0]
+            return self.model.pool_heads(hidden.float(), mask).float().cpu().numpy()
 
 
 class OnnxBackend:

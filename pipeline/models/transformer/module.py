@@ -52,6 +52,10 @@ class MultiTaskModel(nn.Module):
     def flat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """All heads' logits side by side, ``(batch, sum(HEADS))``."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return self.pool_heads(hidden, attention_mask)
+
+    def pool_heads(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The heads' logits from the encoder's token states (see :meth:`flat`)."""
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
@@ -97,6 +101,10 @@ class AttentionPoolModel(nn.Module):
     def flat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """All heads' logits side by side, ``(batch, sum(HEADS))``."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return self.pool_heads(hidden, attention_mask)
+
+    def pool_heads(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The heads' logits from the encoder's token states (see :meth:`flat`)."""
         mean = mean_pool(hidden, attention_mask)
         scores = torch.einsum("bth,dh->bdt", hidden, self.queries) / hidden.shape[-1] ** 0.5
         scores = scores.masked_fill(attention_mask[:, None, :] == 0, -1e4)
