@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -147,8 +148,24 @@ def iter_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes (streamed): identifies an input across re-runs. A transient
-    read error (network mount) is retried with backoff; a missing file fails at once."""
+    read error (network mount) is retried with backoff; a missing file fails at once.
 
+    Remembered per process for the same file, size and modification time: a nightly run's
+    pre-flight, ledger and plan each ask for it, and a large export was read three times."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _digest(path)
+    return _remembered_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_digest(name: str, size: int, mtime_ns: int, inode: int) -> str:
+    return _digest(Path(name))
+
+
+def _digest(path: Path) -> str:
     def digest_once() -> str:
         digest = hashlib.sha256()
         with path.open("rb") as fh:

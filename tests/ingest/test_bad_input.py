@@ -182,6 +182,33 @@ def test_input_hash_retries_a_transient_read_error(tmp_path, monkeypatch):
         file_digest(tmp_path / "missing.csv")
 
 
+def test_input_hash_is_read_once_per_version_of_a_file(tmp_path, monkeypatch):
+    import os
+    import pathlib
+
+    from pipeline.ingest.readers import file_digest
+
+    path = tmp_path / "day.csv"
+    path.write_text("text\n好评\n", encoding="utf-8")
+    real_open, opened = pathlib.Path.open, []
+
+    def counting_open(self, *args, **kwargs):
+        opened.append(self.name)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", counting_open)
+    first = file_digest(path)
+    assert file_digest(path) == first and opened == ["day.csv"]  # read once
+    path.write_text("text\n差评\n", encoding="utf-8")  # same size, new content
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    before = len(opened)
+    second = file_digest(path)
+    assert file_digest(path) == second and len(opened) == before + 1
+    assert second != first == hashlib.sha256("text\n好评\n".encode()).hexdigest()
+    assert second == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
     from pipeline.store import writers
 
