@@ -90,6 +90,16 @@ def _classifier(model_path: str, settings_json: str) -> Classifier:
     return classifier
 
 
+def release_classifiers() -> None:
+    """Drop this process's loaded classifiers (the next part loads its model again). The
+    transformer holds about half a gigabyte, most of it the multilingual embedding table,
+    which a large run's merge and publication can use instead."""
+    import gc
+
+    _classifier.cache_clear()
+    gc.collect()
+
+
 def classifier_for(spec: PartSpec) -> Classifier:
     """The (cached) classifier of a part spec."""
     return _classifier(spec.model_path, json.dumps(spec.settings, sort_keys=True))

@@ -43,7 +43,7 @@ from pipeline.errors import ConservationError, InputError
 from pipeline.ingest.columns import ColumnMap, find_columns, text_candidates
 from pipeline.ingest.readers import Chunk, file_digest, iter_chunks
 from pipeline.models.load import inference_info, resolve
-from pipeline.run.part import Counts, PartSpec, classifier_for, score_part
+from pipeline.run.part import Counts, PartSpec, classifier_for, release_classifiers, score_part
 from pipeline.run.progress import RowProgress
 from pipeline.store import history
 from pipeline.store.cache import write_cache
@@ -618,6 +618,10 @@ def execute(plan: RunPlan, score: Score = score_in_process, step: Step = call) -
     try:
         with stats.timed("parts_wall"):  # wall time: the stage seconds are summed over workers
             score(plan, stats)
+        if stats.rows_in > plan.settings.chunk_rows:
+            # a run of several chunks: the model's memory goes to the merge (a run of one
+            # chunk keeps it, so that repeated small runs in one process load it once)
+            release_classifiers()
         step("merge", merge, plan, staging, stats)
         rolled = step("roll-up", roll_up, plan, staging, stats)
         alerts = step("trends-alerts", compare_history, plan, staging, stats,

@@ -234,3 +234,23 @@ def test_settings_model_is_honoured(tmp_path, tiny_baseline_dir, monkeypatch):
     assert cli.exit_code == 0, cli.output
     record = json.loads((tmp_path / "cli" / "run.json").read_text(encoding="utf-8"))
     assert record["model_version"] == "test-baseline"
+
+
+def test_a_run_of_several_chunks_frees_the_model_before_merging(tmp_path, tiny_baseline_dir):
+    from pipeline.run import part
+    from pipeline.run.steps import call
+
+    seen = {}
+
+    def step(name, fn, *args):
+        if name == "merge":
+            seen[name] = part._classifier.cache_info().currsize
+        return call(name, fn, *args)
+
+    rows = len(pd.read_csv(SAMPLE))
+    for chunk_rows, loaded in ((rows // 3, 0), (rows + 1, 1)):
+        part.release_classifiers()
+        settings = Settings(model=str(tiny_baseline_dir), chunk_rows=chunk_rows, progress=False)
+        result = execute(plan_run(tmp_path / f"out-{chunk_rows}", settings, [SAMPLE]), step=step)
+        assert seen["merge"] == loaded, chunk_rows
+        assert result.record["rows_in"] == rows
