@@ -22,6 +22,11 @@ class SettingsError(UserError, ValueError):
     """A setting (flag, ``REVSAT_*`` variable or ``revsat.toml`` key) has an invalid value."""
 
 
+class MemoryCapTooSmall(SettingsError):
+    """A DuckDB query of the run needed more memory than ``duckdb_memory`` allows; nothing
+    was published and the scored parts stay for the next run."""
+
+
 class ModelNotFound(UserError):
     """The requested model folder does not exist or holds no known model format."""
 

@@ -254,3 +254,17 @@ def test_a_run_of_several_chunks_frees_the_model_before_merging(tmp_path, tiny_b
         result = execute(plan_run(tmp_path / f"out-{chunk_rows}", settings, [SAMPLE]), step=step)
         assert seen["merge"] == loaded, chunk_rows
         assert result.record["rows_in"] == rows
+
+
+def test_a_memory_cap_too_small_is_a_user_error_and_publishes_nothing(tmp_path,
+                                                                       tiny_baseline_dir):
+    from pipeline.errors import MemoryCapTooSmall
+    from pipeline.run.steps import score_run
+
+    out = tmp_path / "out"
+    settings = Settings(model=str(tiny_baseline_dir), duckdb_memory="1MB", progress=False)
+    with pytest.raises(MemoryCapTooSmall, match="REVSAT_DUCKDB_MEMORY"):
+        score_run(out, settings, [SAMPLE])
+    assert not (out / "reviews.parquet").exists()
+    done = score_run(out, Settings(model=str(tiny_baseline_dir), progress=False), [SAMPLE])
+    assert done.stats.parts_reused > 0  # the parts scored before the failure were kept

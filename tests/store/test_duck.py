@@ -13,8 +13,7 @@ from pipeline.store import duck
 
 def test_connections_are_capped_and_spill_privately(monkeypatch):
     monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "200MB")
-    con = duck.connect(Settings().duckdb_memory)  # the settings are the only reader of env
-    try:
+    with duck.connect(Settings().duckdb_memory) as con:  # settings: the only reader of env
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         assert limit.endswith("MiB") and float(limit.split()[0]) < 200  # 200 MB = 190.7 MiB
         # A sort larger than the cap completes by spilling to this connection's own folder.
@@ -24,8 +23,6 @@ def test_connections_are_capped_and_spill_privately(monkeypatch):
         spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
         assert rows == 4_000_000
         assert spill.startswith(tempfile.gettempdir()) and "revsat-duckdb-" in spill
-    finally:
-        con.close()
     assert not glob.glob(spill)  # removed with the connection
 
 
@@ -33,3 +30,12 @@ def test_bad_memory_setting_is_refused(monkeypatch):
     monkeypatch.setenv("REVSAT_DUCKDB_MEMORY", "lots")
     with pytest.raises(ValueError, match="512MB or 2GB"):
         Settings()
+
+
+def test_a_query_over_the_cap_says_which_setting_to_raise():
+    from pipeline.errors import MemoryCapTooSmall, UserError
+
+    with pytest.raises(MemoryCapTooSmall, match=r"duckdb_memory .*REVSAT_DUCKDB_MEMORY") as err:
+        with duck.connect("16MB") as con:  # one list of 20 million integers cannot spill
+            con.execute("SELECT list(i) FROM range(20000000) t(i)").fetchall()
+    assert isinstance(err.value, UserError) and "16MB" in str(err.value)
