@@ -541,14 +541,15 @@ def publish(plan: RunPlan, staging: Staging, record: dict) -> dict[str, Path]:
     if plan.backfill_of is not None:
         # An earlier date than the published one: its history only (one transaction); the
         # published tables and files stay the latest run date's.
-        with duckdb_transaction(plan.db_path) as con:
+        with duckdb_transaction(plan.db_path, plan.settings.duckdb_memory) as con:
             log_and_history(con)
         log.warning("back-fill of %s: history updated for that date; the published outputs "
                     "stay those of %s (the next run's trends include %s)", plan.run_date,
                     plan.backfill_of, plan.run_date)
         return {plan.settings.duckdb_name: plan.db_path}
     staging.begin(names)
-    publish_duckdb(plan.db_path, staged, also=log_and_history)
+    publish_duckdb(plan.db_path, staged, also=log_and_history,
+                   memory_limit=plan.settings.duckdb_memory)
     published = staging.commit(names)
     published[plan.settings.duckdb_name] = plan.db_path
     return published

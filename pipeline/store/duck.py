@@ -26,35 +26,44 @@ from pipeline.errors import MemoryCapTooSmall
 
 
 @contextmanager
+def memory_errors(memory_limit: str) -> Iterator[None]:
+    """Turn DuckDB's out-of-memory error inside the block into
+    :class:`~pipeline.errors.MemoryCapTooSmall`, which says which setting to raise."""
+    failure = None
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if failure is not None:
+        # raised outside the handler: DuckDB's exception (and what its traceback holds) is
+        # not chained to ours
+        raise MemoryCapTooSmall(
+            f"DuckDB needed more than its memory cap of {memory_limit} ({failure}); raise "
+            "duckdb_memory (revsat.toml) or REVSAT_DUCKDB_MEMORY, e.g. to 1GB or 2GB, and run "
+            "again: nothing was published, and the scored parts are reused")
+
+
+@contextmanager
 def connect(memory_limit: str = DEFAULT_DUCKDB_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection capped at ``memory_limit`` (``duckdb_memory`` in
     :class:`pipeline.config.Settings`, checked there), spilling to a folder of its own under
     the system's temporary folder (DuckDB creates it only when it spills and removes it when
     the connection closes; its own name keeps parallel workers apart), closed on exit.
 
-    A query that needs more than the cap even with spilling (the merge's window over a
-    million rows needs more than 512 MB) raises :class:`~pipeline.errors.MemoryCapTooSmall`,
-    which says which setting to raise, instead of DuckDB's own error."""
+    A query that needs more than the cap even with spilling (the merge of a million rows
+    needs more than 512 MB) raises :class:`~pipeline.errors.MemoryCapTooSmall` (see
+    :func:`memory_errors`) instead of DuckDB's own error."""
     con = duckdb.connect()
-    failure = None
     try:
-        con.execute("SET memory_limit = ?", [memory_limit])
-        con.execute("SET enable_progress_bar = false")  # logs, not a terminal
-        spill = (Path(tempfile.gettempdir())
-                 / f"revsat-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        con.execute("SET temp_directory = ?", [str(spill)])
-        yield con
-    except duckdb.OutOfMemoryException as exc:
-        failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with memory_errors(memory_limit):
+            con.execute("SET memory_limit = ?", [memory_limit])
+            con.execute("SET enable_progress_bar = false")  # logs, not a terminal
+            spill = (Path(tempfile.gettempdir())
+                     / f"revsat-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            con.execute("SET temp_directory = ?", [str(spill)])
+            yield con
     finally:
         con.close()
-    if failure is not None:
-        # raised outside the handler: DuckDB's exception (and the objects its traceback
-        # holds) is not chained, or nanobind lists them as leaked at exit
-        raise MemoryCapTooSmall(
-            f"DuckDB needed more than its memory cap of {memory_limit} ({failure}); raise "
-            "duckdb_memory (revsat.toml) or REVSAT_DUCKDB_MEMORY, e.g. to 1GB or 2GB, and run "
-            "again: nothing was published, and the scored parts are reused")
 
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:

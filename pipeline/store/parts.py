@@ -37,10 +37,13 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
         con.execute("SET preserve_insertion_order = false")
         order = pd.DataFrame({"source_file": sources, "file_order": range(len(sources))})
         con.register("file_order", order)
-        reviews_cols = ", ".join(f'"{f.name}"' for f in TABLES["reviews"].schema)
+        reviews_cols = ", ".join(f'r."{f.name}"' for f in TABLES["reviews"].schema)
+        # The duplicate rule runs over the keys only: a window over whole rows (text, raw
+        # values, every prediction) held them all and needed more than 512 MB at a million
+        # rows; the rows then stream through a join with the kept keys.
         ranked = """WITH ranked AS (
-            SELECT r.*, row_number() OVER (
-                PARTITION BY r.review_id ORDER BY o.file_order, r.source_row) AS rn,
+            SELECT r.source_file, r.source_row, r.review_id,
+              row_number() OVER w AS rn,
               first_value(r.source_file) OVER w AS first_file,
               first_value(r.source_row) OVER w AS first_row
             FROM read_parquet(?) r
@@ -48,10 +51,12 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
             WINDOW w AS (PARTITION BY r.review_id ORDER BY o.file_order, r.source_row))"""
         con.execute(
             f"""COPY ({ranked} SELECT * REPLACE (?::VARCHAR AS run_id) FROM (
-                      SELECT {reviews_cols} FROM ranked WHERE rn = 1)
+                      SELECT {reviews_cols} FROM read_parquet(?) r
+                      SEMI JOIN (SELECT source_file, source_row FROM ranked WHERE rn = 1) k
+                        ON r.source_file = k.source_file AND r.source_row = k.source_row)
                       ORDER BY source_file, source_row)
                 TO ? (FORMAT parquet, COMPRESSION zstd)""",
-            [glob["reviews"], run_id, staged["reviews"]],
+            [glob["reviews"], run_id, glob["reviews"], staged["reviews"]],
         )
         con.execute(
             f"""COPY ({ranked}
@@ -59,14 +64,18 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
                   read_parquet(?)
                 UNION ALL
                 -- nullable, as the rejected schema declares it (DuckDB would infer NOT NULL)
-                SELECT source_file, source_row, CASE WHEN rn > 1 THEN raw END AS raw,
-                  'duplicate review_id ''' || review_id || ''': first seen in ' || first_file
-                  || ' row ' || first_row || ' (first occurrence wins)' AS reason,
+                SELECT r.source_file, r.source_row, CASE WHEN k.rn > 1 THEN r.raw END AS raw,
+                  'duplicate review_id ''' || r.review_id || ''': first seen in '
+                  || k.first_file || ' row ' || k.first_row || ' (first occurrence wins)'
+                  AS reason,
                   ?::VARCHAR AS run_id
-                FROM ranked WHERE rn > 1
+                FROM read_parquet(?) r
+                JOIN (SELECT * FROM ranked WHERE rn > 1) k
+                  ON r.source_file = k.source_file AND r.source_row = k.source_row
                 ORDER BY source_file, source_row)
               TO ? (FORMAT parquet, COMPRESSION zstd)""",
-            [glob["reviews"], run_id, glob["rejected"], run_id, staged["rejected"]],
+            [glob["reviews"], run_id, glob["rejected"], run_id, glob["reviews"],
+             staged["rejected"]],
         )
         con.execute(
             """COPY (SELECT * REPLACE (?::VARCHAR AS run_id) FROM read_parquet(?)

@@ -217,11 +217,11 @@ def test_duckdb_publish_retries_a_transient_failure(tmp_path, monkeypatch):
     real = writers._publish_duckdb_once
     calls = {"n": 0}
 
-    def once_locked(db, tables, also=None):
+    def once_locked(db, tables, also=None, memory_limit="1GB"):
         calls["n"] += 1
         if calls["n"] == 1:
             raise duckdb.IOException("Could not set lock on file: held by another process")
-        return real(db, tables, also)
+        return real(db, tables, also, memory_limit)
 
     monkeypatch.setattr(writers, "_publish_duckdb_once", once_locked)
     publish_duckdb(tmp_path / "x.duckdb", {"t": table})

@@ -39,3 +39,19 @@ def test_a_query_over_the_cap_says_which_setting_to_raise():
         with duck.connect("16MB") as con:  # one list of 20 million integers cannot spill
             con.execute("SELECT list(i) FROM range(20000000) t(i)").fetchall()
     assert isinstance(err.value, UserError) and "16MB" in str(err.value)
+
+
+def test_the_publishing_transaction_is_capped_too(tmp_path):
+    from pipeline.errors import MemoryCapTooSmall
+    from pipeline.store.writers import duckdb_transaction
+
+    with duckdb_transaction(tmp_path / "x.duckdb", "100MB") as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit.endswith("MiB") and float(limit.split()[0]) < 100
+        con.execute("CREATE TABLE t AS SELECT 1 AS a")
+    with pytest.raises(MemoryCapTooSmall, match="16MB"):
+        with duckdb_transaction(tmp_path / "x.duckdb", "16MB") as con:
+            con.execute("CREATE TABLE u AS SELECT list(i) AS l FROM range(20000000) t(i)")
+    with duckdb_transaction(tmp_path / "x.duckdb") as con:  # the failed one was rolled back
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'u'"
+                           ).fetchone()[0] == 0
