@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     local_server: bool = Field(
         True,
         description="without PREFECT_API_URL, the CLI starts one local Prefect server and reuses "
-        "it across runs (its URL in PREFECT_HOME/revsat-server.json) instead of a temporary "
-        "server per run; false: Prefect's temporary server each run",
+        "it across runs (its URL in PREFECT_HOME/revsat-server-<fingerprint>.json) instead "
+        "of a temporary server per run; false: Prefect's temporary server each run",
     )
     local_server_idle_minutes: float = Field(
         30.0, gt=0, description="the local Prefect server stops after this long without requests"

@@ -3,8 +3,10 @@
 Without ``PREFECT_API_URL`` Prefect starts a temporary server for every process and stops it at
 exit (seconds each way on a small machine). Instead, the first ``revsat`` run starts the same
 server (Prefect's own app, as its temporary server runs it: no UI, no background services)
-detached from the CLI, records its address in ``PREFECT_HOME/revsat-server.json``, and later
-runs point ``PREFECT_API_URL`` at it after a health check. The server stops itself after
+detached from the CLI, records its address in ``PREFECT_HOME/revsat-server-<fingerprint>.json``
+(one server per interpreter and Prefect settings, so that two installs sharing a
+``PREFECT_HOME`` never stop each other's server under a running flow), and later runs point
+``PREFECT_API_URL`` at it after a health check. The server stops itself after
 ``Settings.local_server_idle_minutes`` without requests. Runs are Prefect flow runs exactly as
 before, in the same database (``PREFECT_HOME``); with a configured ``PREFECT_API_URL`` (a real
 server, visible in the UI) none of this runs. ``Settings.local_server = false`` restores
@@ -26,7 +28,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-STATE_NAME = "revsat-server.json"
+STATE_PREFIX = "revsat-server"
+#: A server whose state file names another server keeps serving until it has been quiet this
+#: long: a run still using it (a chunk can take minutes) must not lose its API.
+REPLACED_GRACE_SECONDS = 300
 
 
 def prefect_home() -> Path:
@@ -39,6 +44,11 @@ def _fingerprint() -> str:
     env = sorted((k, v) for k, v in os.environ.items()
                  if k.startswith("PREFECT_") and k != "PREFECT_API_URL")
     return hashlib.sha256(json.dumps([sys.prefix, env]).encode()).hexdigest()[:16]
+
+
+def state_file(fingerprint: str | None = None) -> Path:
+    """The state file of the local server for ``fingerprint`` (default: this process's)."""
+    return prefect_home() / f"{STATE_PREFIX}-{fingerprint or _fingerprint()}.json"
 
 
 def _healthy(url: str, timeout: float = 1.0) -> bool:
@@ -66,8 +76,8 @@ def ensure_local_server(idle_minutes: float = 30.0, startup_timeout: float = 90.
     """The API URL of this user's local server, started now if none is running."""
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    state_path = home / STATE_NAME
     fingerprint = _fingerprint()
+    state_path = state_file(fingerprint)
     state = _read_state(state_path)
     # a generous timeout: on a loaded machine a healthy server can take a while to answer
     if state.get("fingerprint") == fingerprint and _healthy(state.get("api_url", ""), 5.0):
@@ -114,7 +124,7 @@ def stop_local_server() -> bool:
     """Stop the recorded local server (``revsat server-stop``); whether one was running."""
     import signal
 
-    state_path = prefect_home() / STATE_NAME
+    state_path = state_file()
     state = _read_state(state_path)
     with contextlib.suppress(OSError):
         state_path.unlink()
@@ -148,8 +158,10 @@ def _serve(port: int, idle_seconds: int, state_path: Path) -> None:
     def watchdog() -> None:
         while not server.should_exit:
             time.sleep(5)
-            idle = time.monotonic() - last[0] > idle_seconds
-            replaced = (server.started and state_path.exists()
+            quiet = time.monotonic() - last[0]
+            idle = quiet > idle_seconds
+            replaced = (server.started and quiet > REPLACED_GRACE_SECONDS
+                        and state_path.exists()
                         and _read_state(state_path).get("api_url") not in (None, me))
             if idle or replaced:
                 server.should_exit = True

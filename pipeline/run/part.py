@@ -94,10 +94,15 @@ def release_classifiers() -> None:
     """Drop this process's loaded classifiers (the next part loads its model again). The
     transformer holds about half a gigabyte, most of it the multilingual embedding table,
     which a large run's merge and publication can use instead."""
+    import ctypes
     import gc
 
     _classifier.cache_clear()
     gc.collect()
+    try:  # glibc keeps freed heap pages; hand them back (109 MB more after the default model)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def classifier_for(spec: PartSpec) -> Classifier:

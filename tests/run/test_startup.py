@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -108,3 +109,25 @@ def test_heartbeats_off_only_on_a_server_of_our_own(monkeypatch):
             assert current().flows.heartbeat_frequency == default
             assert PREFECT_API_URL.value() == "http://prefect.example:4200/api"
     assert current().flows.heartbeat_frequency == default
+
+
+def test_two_installs_sharing_prefect_home_keep_their_own_servers(tmp_path, monkeypatch):
+    # A second checkout (another interpreter or Prefect settings) once replaced the shared
+    # state file, and the first server stopped itself under a running flow.
+    from revsat import local_server
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    first = local_server.ensure_local_server(idle_minutes=1, startup_timeout=180)
+    try:
+        monkeypatch.setenv("PREFECT_REVSAT_TEST_OTHER_INSTALL", "1")  # another fingerprint
+        second = local_server.ensure_local_server(idle_minutes=1, startup_timeout=180)
+        try:
+            assert second != first
+            time.sleep(7)  # longer than the watchdog's 5 s check
+            assert local_server._healthy(first) and local_server._healthy(second)
+        finally:
+            assert local_server.stop_local_server()
+        monkeypatch.delenv("PREFECT_REVSAT_TEST_OTHER_INSTALL")
+        assert local_server.ensure_local_server(idle_minutes=1) == first
+    finally:
+        assert local_server.stop_local_server()
