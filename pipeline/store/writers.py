@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import DEFAULT_DUCKDB_MEMORY
 from pipeline.errors import UnsafePath
+from pipeline.files import replacing
 from pipeline.store import duck
 
 log = logging.getLogger("revsat")
@@ -46,29 +46,6 @@ def inside(out_dir: Path, name: str | Path) -> Path:
         raise UnsafePath(f"{name!s}: resolves to {target}, outside the output folder {root}; "
                          "use a plain file name")
     return target
-
-
-@contextmanager
-def replacing(path: Path, *, fsync: bool = False) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write; renamed over ``path`` when the block ends
-    (after an fsync of the file with ``fsync``), removed when it raises. Readers (and a run
-    killed mid-write) see the old file or the new one, never half of one."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600; the file gets the umask's permissions, as every other output
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        if fsync:
-            with tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

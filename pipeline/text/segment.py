@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import marshal
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from pipeline.config import data_dir, default_cache_dir
+from pipeline.files import replacing
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _KEEP = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
@@ -66,11 +65,8 @@ def _write_cache(path: Path, payload: bytes) -> None:
     """Write ``payload`` atomically; a cache that cannot be written only costs start-up."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_bytes(payload)
     except OSError as exc:
         log.debug("jieba dictionary cache not written (%s): %s", path, exc)
 

@@ -25,12 +25,12 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import default_cache_dir
+from pipeline.files import replacing
 from pipeline.hardware import FAST_FORMATS, cpu_flags
 
 log = logging.getLogger("revsat")
@@ -96,15 +96,9 @@ def export_folder(directory: Path, fmt: str = "fp32", cache_dir: Path | None = N
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Run ``write(tmp)`` on a temporary path renamed over ``path`` (see :func:`replacing`)."""
+    with replacing(path) as tmp:
+        write(tmp)
 
 
 def export_module(module, path: Path) -> list[str]:
