@@ -106,3 +106,57 @@ def test_languages_keep_only_those_rows(monkeypatch, tmp_path):
         split="train", source="seed"))
     train_rows, _ = data.training_sets(TrainConfig(languages=["en"], mixed_pairs=4), tmp_path)
     assert set(train_rows["lang"]) == {"en"} and len(train_rows) >= 6
+
+
+NEUTRAL_ROWS = pd.DataFrame([
+    _row(0, "zh", "面料很舒服", quality="positive"),
+    _row(1, "zh", "做工太粗糙了", quality="negative"),
+    _row(2, "zh", "物流太慢了", logistics="negative"),  # another dimension: never paired here
+    _row(3, "zh", "这件衣服的做工实在是太粗糙了，线头到处都是，穿了一次就开线",
+         quality="negative"),  # over twice as long as any positive part
+    _row(4, "en", "Lovely fabric.", quality="positive"),
+    _row(5, "en", "It runs two sizes large.", quality="negative"),
+]).assign(corpus="c")
+
+
+def test_neutral_pairs_praise_and_criticise_one_dimension():
+    from pipeline.training.data import neutral_pairs
+
+    pairs = neutral_pairs(NEUTRAL_ROWS, 20, seed=0)
+    assert len(pairs) == 20 and set(pairs["lang"]) == {"zh", "en"}
+    by_id = NEUTRAL_ROWS.set_index("id")
+    for row in pairs.itertuples():
+        a, b = row.id.removeprefix("neutral-").split("+")
+        assert {by_id.loc[a, "quality"], by_id.loc[b, "quality"]} == {"positive", "negative"}
+        assert not {"r2", "r3"} & {a, b}
+        assert row.quality == "neutral" and row.sentiment is None
+        assert row.logistics == row.service == row.privacy == "none"
+        assert row.source == "neutral"
+
+
+def test_neutral_pairs_stay_within_a_corpus():
+    from pipeline.training.data import neutral_pairs
+
+    rows = NEUTRAL_ROWS.assign(corpus=["a", "b", "a", "a", "a", "b"])
+    assert neutral_pairs(rows, 10, seed=0).empty
+
+
+def test_contrast_labels_weigh_more_in_the_gold_loss():
+    import torch
+
+    from pipeline.training.trainer import _contrast_matrix, _weighted_ce
+
+    rows = pd.DataFrame([
+        _row(0, "zh", "x", quality="positive", logistics="negative"),  # logistics differs
+        {**_row(1, "zh", "y", quality="neutral"), "sentiment": None},  # no overall label
+    ])
+    w = _contrast_matrix(rows, 3.0)
+    assert w.tolist() == [[3.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    assert (_contrast_matrix(rows, 1.0) == 1.0).all()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    target = torch.tensor([0, 0, -100])
+    plain = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
+    assert torch.isclose(_weighted_ce(logits, target, torch.ones(3)), plain)
+    heavy = _weighted_ce(logits, target, torch.tensor([1.0, 3.0, 5.0]))  # row 2 is ignored
+    losses = torch.nn.functional.cross_entropy(logits[:2], target[:2], reduction="none")
+    assert torch.isclose(heavy, (losses[0] + 3 * losses[1]) / 4)

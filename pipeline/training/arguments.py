@@ -31,6 +31,11 @@ class TrainConfig(BaseModel):
     project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
     project_label_fraction: float = Field(1.0, gt=0, le=1)  # a share of them (learning curves)
     mixed_pairs: int = Field(0, ge=0)  # synthetic mixed reviews (training.data.synthetic_mixed)
+    # synthetic reviews that praise and criticise one dimension (training.data.neutral_pairs)
+    neutral_pairs: int = Field(0, ge=0)
+    # gold-loss weight of a dimension label that differs from its review's overall sentiment
+    # (the labels a tone-copying head gets wrong; 1 weighs every label alike)
+    contrast_weight: float = Field(1.0, ge=1.0)
     # clauses of Chinese training reviews with no labels of their own: with a teacher, the
     # student learns the teacher's reading of the inputs clause scoring gives it
     clause_rows: int = Field(0, ge=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -129,6 +130,53 @@ def drop_held_out(rows: pd.DataFrame, shared: Path) -> pd.DataFrame:
     return rows[keep].reset_index(drop=True)
 
 
+#: How two parts of a synthetic review are joined, per language, and the longest part that
+#: still lets two fit in 128 tokens.
+_JOINS = {"zh": ["，但是", "，不过", "。", "，就是", "，可是", "；"],
+          "en": [". But ", ". However, ", ". ", ", but "]}
+_LONGEST = {"zh": 70, "en": 260}
+
+
+def _single_polarity_parts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Labelled reviews whose mentioned dimensions all share one polarity (positive or
+    negative), with that polarity in column ``polarity``: the parts synthetic reviews are
+    made of."""
+    mentioned = rows[list(DIMENSIONS)].ne("none")
+    polar = rows[list(DIMENSIONS)].isin(["positive", "negative"])
+    parts = rows[polar.any(axis=1) & (mentioned == polar).all(axis=1)]
+    polarity = parts[list(DIMENSIONS)].where(polar.loc[parts.index])
+    one = polarity.nunique(axis=1) == 1
+    return parts[one].assign(polarity=polarity[one].bfill(axis=1).iloc[:, 0])
+
+
+def _pairs(rows: pd.DataFrame, n: int, seed: int, kind: str, source: str,
+           fits: Callable[[dict, dict], dict | None]) -> pd.DataFrame:
+    """Up to ``n`` reviews (half per language) joined from two parts ``a``, ``b`` of
+    :func:`_single_polarity_parts` where ``fits(a, b)`` gives their dimension labels (None:
+    not a pair); no overall label, id ``<kind>-<a>+<b>``, source ``source``."""
+    parts = _single_polarity_parts(rows)
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for lang, glue in _JOINS.items():
+        pool = parts[(parts["lang"] == lang) & (parts["text"].str.len() <= _LONGEST[lang])]
+        records = pool.to_dict("records")
+        want, made = n // len(_JOINS), 0
+        for _ in range(want * 50):
+            if len(records) < 2 or made >= want:
+                break
+            a, b = rng.sample(records, 2)
+            labels = fits(a, b)
+            if labels is None:
+                continue
+            out.append({"id": f"{kind}-{a['id']}+{b['id']}", "lang": lang,
+                        "corpus": f"revsat_{source}", "sentiment": None, "split": "train",
+                        "source": source, "text": a["text"].rstrip("。.!！ ") + rng.choice(glue)
+                        + b["text"], **labels})
+            made += 1
+    return pd.DataFrame(out, columns=["id", "lang", "corpus", "text", "sentiment", "split",
+                                      "source", *DIMENSIONS])
+
+
 def synthetic_mixed(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     """``n`` mixed reviews made by joining two labelled reviews of the same language about
     different dimensions with opposite polarity ("质量很好" + "，但是" + "物流太慢了").
@@ -139,37 +187,36 @@ def synthetic_mixed(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     mentioned dimensions share one polarity; the pair's dimensions are the union of its parts'
     and its overall sentiment is left unlabelled (it is the parts' balance, not a fact).
     """
-    parts = rows.copy()
-    mentioned = parts[list(DIMENSIONS)].ne("none")
-    polar = parts[list(DIMENSIONS)].isin(["positive", "negative"])
-    parts = parts[polar.any(axis=1) & (mentioned == polar).all(axis=1)]
-    polarity = parts[list(DIMENSIONS)].where(polar.loc[parts.index])
-    one = polarity.nunique(axis=1) == 1
-    parts = parts[one].assign(polarity=polarity[one].bfill(axis=1).iloc[:, 0])
-    rng = random.Random(seed)
-    joins = {"zh": ["，但是", "，不过", "。", "，就是", "，可是", "；"],
-             "en": [". But ", ". However, ", ". ", ", but "]}
-    longest = {"zh": 70, "en": 260}  # two parts still fit in 128 tokens
-    out: list[dict] = []
-    for lang, glue in joins.items():
-        pool = parts[(parts["lang"] == lang) & (parts["text"].str.len() <= longest[lang])]
-        records = pool.to_dict("records")
-        want = n // len(joins)
-        for _ in range(want * 50):
-            if len(records) < 2 or sum(r["lang"] == lang for r in out) >= want:
-                break
-            a, b = rng.sample(records, 2)
-            a_dims = {d for d in DIMENSIONS if a[d] != "none"}
-            b_dims = {d for d in DIMENSIONS if b[d] != "none"}
-            if a["polarity"] == b["polarity"] or a_dims & b_dims:
-                continue
-            record = {"id": f"mix-{a['id']}+{b['id']}", "lang": lang, "corpus": "revsat_mixed",
-                      "text": a["text"].rstrip("。.!！ ") + rng.choice(glue) + b["text"],
-                      "sentiment": None, "split": "train", "source": "mixed"}
-            record.update({d: a[d] if d in a_dims else b[d] for d in DIMENSIONS})
-            out.append(record)
-    return pd.DataFrame(out, columns=["id", "lang", "corpus", "text", "sentiment", "split",
-                                      "source", *DIMENSIONS])
+    def fits(a: dict, b: dict) -> dict | None:
+        a_dims = {d for d in DIMENSIONS if a[d] != "none"}
+        b_dims = {d for d in DIMENSIONS if b[d] != "none"}
+        if a["polarity"] == b["polarity"] or a_dims & b_dims:
+            return None
+        return {d: a[d] if d in a_dims else b[d] for d in DIMENSIONS}
+
+    return _pairs(rows, n, seed, "mix", "mixed", fits)
+
+
+def neutral_pairs(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` reviews that praise and criticise the same single dimension about equally, labelled
+    ``neutral`` on it (the guidelines' "praised and criticised about equally"): two labelled
+    reviews of one corpus that each mention only that dimension, with opposite polarity and
+    lengths within a factor of two ("面料很舒服" + "，就是" + "做工太粗糙了"; "Lovely fabric" +
+    ", but " + "it runs two sizes large").
+
+    In the corpora a ``neutral`` dimension mostly sits in a neutral review, so the heads learn
+    "neutral dimension, neutral tone"; these pairs show one inside a review of either tone.
+    """
+    def fits(a: dict, b: dict) -> dict | None:
+        a_dims = [d for d in DIMENSIONS if a[d] != "none"]
+        b_dims = [d for d in DIMENSIONS if b[d] != "none"]
+        short, long_ = sorted((len(a["text"]), len(b["text"])))
+        if (len(a_dims) != 1 or a_dims != b_dims or a["polarity"] == b["polarity"]
+                or a["corpus"] != b["corpus"] or long_ > 2 * short):
+            return None
+        return {d: "neutral" if d == a_dims[0] else "none" for d in DIMENSIONS}
+
+    return _pairs(rows, n, seed, "neutral", "neutral", fits)
 
 
 def clause_rows(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
@@ -214,9 +261,10 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
     """The rows a training run learns from and calibrates on: ``(train_rows, dev_rows)``.
 
     Train: sentiment rows, the dimension-labelled rows ``dimension_repeats`` times,
-    ``mixed_pairs`` synthetic mixed reviews and ``clause_rows`` unlabelled clauses, without any
-    contrast-set review (nor a clause of one). Dev: a sample of
-    the dev split's sentiment rows and its dimension rows (the temperatures are fitted there).
+    ``mixed_pairs`` synthetic mixed reviews, ``neutral_pairs`` synthetic neutral ones and
+    ``clause_rows`` unlabelled clauses, without any contrast-set review (nor a clause of one).
+    Dev: a sample of the dev split's sentiment rows and its dimension rows (the temperatures are
+    fitted there).
     """
     sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
     dims = dimension_rows(shared, project_labels=config.project_labels,
@@ -231,6 +279,8 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
     parts = [sent_train, *[dim_train] * config.dimension_repeats]
     if config.mixed_pairs:
         parts.append(synthetic_mixed(dim_train, config.mixed_pairs, config.seed))
+    if config.neutral_pairs:
+        parts.append(neutral_pairs(dim_train, config.neutral_pairs, config.seed))
     if config.clause_rows:
         parts.append(clause_rows(pd.concat([dim_train, sent_train]), config.clause_rows,
                                  config.seed))

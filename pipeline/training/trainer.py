@@ -72,6 +72,31 @@ def _label_matrix(frame: pd.DataFrame) -> np.ndarray:
     return y
 
 
+def _contrast_matrix(frame: pd.DataFrame, weight: float) -> np.ndarray:
+    """Per-row, per-dimension gold-loss weights: ``weight`` where a dimension's label (not
+    ``none``) differs from the row's overall sentiment label, 1 elsewhere (also where the row
+    has no overall label)."""
+    w = np.ones((len(frame), len(DIMENSIONS)), dtype=np.float32)
+    if weight == 1.0:
+        return w
+    overall = frame["sentiment"].to_numpy(dtype=object)
+    for j, dim in enumerate(DIMENSIONS):
+        if dim in frame:
+            label = frame[dim].to_numpy(dtype=object)
+            differs = (pd.notna(overall) & pd.notna(label) & (label != "none")
+                       & (label != overall))
+            w[differs, j] = weight
+    return w
+
+
+def _weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged with per-row weights over the rows that have a label (the plain
+    mean where every weight is 1)."""
+    losses = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    w = weight * (target != IGNORE)
+    return (losses * w).sum() / w.sum()
+
+
 def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
     """Shuffle, then sort within mega-batches by length so padding stays small."""
     idx = list(range(len(lengths)))
@@ -188,6 +213,7 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
     ids = enc["input_ids"]
     lengths = np.asarray([len(x) for x in ids])
     labels = torch.from_numpy(_label_matrix(train_rows))
+    contrast = torch.from_numpy(_contrast_matrix(train_rows, config.contrast_weight))
     batches = _batches(lengths, config.batch_size, rng)
     steps = math.ceil(len(batches) * config.epochs)
     encoder_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
@@ -208,7 +234,6 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
         torch.set_rng_state(state["torch_rng"])
         first = int(state["step"])
         log.info("resuming at step %d of %d from %s", first, steps, checkpoint.path)
-    ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
     soft = None
     if config.teacher:
         log.info("computing teacher logits for %d rows", len(train_rows))
@@ -246,7 +271,8 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
                 weight = config.sentiment_weight if j == 0 else config.dimension_weight
                 logits = out[name].float()
                 if (y[:, j] != IGNORE).any():
-                    loss = loss + alpha * weight * ce(logits, y[:, j])
+                    row_w = torch.ones(len(batch)) if j == 0 else contrast[batch, j - 1]
+                    loss = loss + alpha * weight * _weighted_ce(logits, y[:, j], row_w)
                 if soft is not None:
                     target = torch.softmax(soft[name][batch] / temp, dim=-1)
                     log_p = torch.log_softmax(logits / temp, dim=-1)
