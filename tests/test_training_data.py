@@ -160,3 +160,37 @@ def test_contrast_labels_weigh_more_in_the_gold_loss():
     heavy = _weighted_ce(logits, target, torch.tensor([1.0, 3.0, 5.0]))  # row 2 is ignored
     losses = torch.nn.functional.cross_entropy(logits[:2], target[:2], reduction="none")
     assert torch.isclose(heavy, (losses[0] + 3 * losses[1]) / 4)
+
+
+def test_labelled_clauses_are_rebuilt_from_their_review(monkeypatch, tmp_path):
+    import hashlib
+    import json
+
+    from pipeline.training import data
+
+    def sha(text):
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    reviews = pd.DataFrame({"id": ["waimai_10k-1", "waimai_10k-2"], "corpus": "waimai_10k",
+                            "lang": "zh", "sentiment": "negative",
+                            "text": ["送餐很快，但是菜都凉了，味道一般", "送餐很快，但是菜都凉了"]})
+    labels = [  # clause 0 of a training review; a stale sha; a review of the test split
+        {"id": "waimai_10k-1#c0", "sha": sha("送餐很快"), "sentiment": "positive",
+         "logistics": "positive", "quality": "none", "service": "none", "privacy": "none"},
+        {"id": "waimai_10k-1#c1", "sha": sha("菜都凉了"), "sentiment": "negative",
+         "logistics": "negative", "quality": "none", "service": "none", "privacy": "none"},
+        {"id": "waimai_10k-2#c0", "sha": sha("送餐很快"), "sentiment": "positive",
+         "logistics": "positive", "quality": "none", "service": "none", "privacy": "none"},
+    ]
+    (tmp_path / "clause_labels").mkdir()
+    (tmp_path / "clause_labels" / "c.jsonl").write_text(
+        "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in labels), encoding="utf-8")
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "load_sentiment_corpora", lambda shared, names: reviews)
+    monkeypatch.setattr(data, "add_split", lambda df: df.assign(split=["train", "test"]))
+    rows = data.clause_labelled_rows(tmp_path)
+    assert rows.to_dict("records") == [{
+        "id": "waimai_10k-1#c0", "corpus": "waimai_10k", "lang": "zh", "text": "送餐很快",
+        "sentiment": "positive", "logistics": "positive", "quality": "none", "service": "none",
+        "privacy": "none"}]
+    assert data.clause_labelled_rows(tmp_path, seed_ids={"waimai_10k-1"}).empty

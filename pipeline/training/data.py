@@ -10,7 +10,9 @@ Project-written examples are always training data.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +21,19 @@ import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import data_dir, shared_dir
+from pipeline.text.normalise import normalise
 from pipeline.training.arguments import TrainConfig
 from pipeline.training.corpora import (
+    CORPORA,
     add_split,
+    corpus_of,
     load_labels_by_id,
     load_seed_labels,
     load_sentiment_corpora,
     text_key,
 )
+
+log = logging.getLogger("revsat")
 
 
 def require_shared(explicit: Path | str | None = None) -> Path:
@@ -97,6 +104,46 @@ def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
     if fraction < 1.0:
         rows = rows.sample(frac=fraction, random_state=seed).reset_index(drop=True)
     return rows
+
+
+def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.DataFrame:
+    """Clauses of corpus reviews the project labelled one by one (``data/clause_labels/*.jsonl``:
+    ``id`` = ``<review id>#c<k>``, the clause's SHA-1 prefix ``sha`` and labels in the seed
+    format), with the clause text rebuilt from the shared corpora: clause ``k`` of
+    :func:`pipeline.models.transformer.clauses.split_clauses` on the normalised review, the
+    input clause scoring reads at inference. Training split only (by the review's text), never
+    a seed or contrast review; a clause whose text no longer matches its ``sha`` (the splitter
+    changed) is left out and counted in the log."""
+    from pipeline.models.transformer.clauses import split_clauses
+
+    columns = ["id", "corpus", "lang", "text", "sentiment", *DIMENSIONS]
+    files = sorted((data_dir() / "clause_labels").glob("*.jsonl"))
+    records = [json.loads(line) for f in files for line in f.open(encoding="utf-8")
+               if line.strip()]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    labels = pd.DataFrame.from_records(records)
+    labels["review"] = labels["id"].str.rsplit("#c", n=1).str[0]
+    labels["k"] = labels["id"].str.rsplit("#c", n=1).str[1].astype(int)
+    reviews = add_split(load_sentiment_corpora(
+        shared, sorted({corpus_of(r) for r in labels["review"]}, key=CORPORA.index)))
+    merged = labels.merge(reviews[["id", "corpus", "lang", "text", "split"]].rename(
+        columns={"id": "review"}), on="review", how="inner", validate="many_to_one")
+    held = set(contrast_labels()["id"]) | (seed_ids or set())
+    merged = merged[(merged["split"] == "train") & ~merged["review"].isin(held)]
+
+    def clause(text: str, k: int) -> str | None:
+        parts = split_clauses(normalise(text))
+        return parts[k] if k < len(parts) else None
+
+    merged = merged.assign(text=[clause(t, k) for t, k in zip(merged["text"], merged["k"],
+                                                                 strict=True)])
+    same = pd.Series([t is not None and hashlib.sha1(t.encode()).hexdigest()[:12] == sha
+                      for t, sha in zip(merged["text"], merged["sha"], strict=True)],
+                     index=merged.index, dtype=bool)
+    if (~same).any():
+        log.warning("%d labelled clauses no longer match their text; left out", (~same).sum())
+    return merged[same][columns].reset_index(drop=True)
 
 
 def contrast_labels() -> pd.DataFrame:
@@ -240,10 +287,12 @@ def clause_rows(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
-                   project_fraction: float = 1.0, seed: int = 0) -> pd.DataFrame:
+                   project_fraction: float = 1.0, seed: int = 0,
+                   clause_labels: bool = False) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
-    examples and, with ``project_labels``, its own labels of corpus rows (both training only,
-    ``fold`` -1); ``source`` says which (``seed``, ``written``, ``project``).
+    examples and, with ``project_labels``, its own labels of corpus rows, with
+    ``clause_labels`` its labelled clauses (all training only, ``fold`` -1); ``source`` says
+    which (``seed``, ``written``, ``project``, ``clause_label``).
 
     ``project_labels`` is off by default so that the configs of models trained before
     ``data/labels/`` existed still select the same rows.
@@ -253,6 +302,9 @@ def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
     if project_labels:
         project = project_labelled_rows(shared, set(seeds["id"]), project_fraction, seed)
         parts.append(project.assign(fold=-1, source="project"))
+    if clause_labels:
+        clauses = clause_labelled_rows(shared, set(seeds["id"]))
+        parts.append(clauses.assign(split="train", fold=-1, source="clause_label"))
     parts.append(extra_rows().assign(fold=-1, source="written"))
     return pd.concat(parts, ignore_index=True)
 
@@ -268,7 +320,8 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
     """
     sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
     dims = dimension_rows(shared, project_labels=config.project_labels,
-                          project_fraction=config.project_label_fraction, seed=config.seed)
+                          project_fraction=config.project_label_fraction, seed=config.seed,
+                          clause_labels=config.clause_labels)
     # held-out reviews leave the pools first, so no pair or clause is made of one
     pool = drop_held_out(pd.concat([sent[sent["split"] == "train"].assign(_part="sentiment"),
                                     dims[dims["split"] == "train"].assign(_part="dimensions")],
