@@ -45,7 +45,11 @@ def train_model(config: TrainConfig, shared: str | None = None,
     results = evaluate_models([str(out), compare_with], shared_path)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
                                       encoding="utf-8")
-    project = (train_rows.loc[train_rows["source"] == "project", "id"].nunique()
-               if "source" in train_rows else 0)  # no dimension rows: no source column
-    write_model_card(out, config.model_dump(), results, project_label_rows=project)
+    def distinct(source: str) -> int:  # no dimension rows: no source column
+        if "source" not in train_rows:
+            return 0
+        return int(train_rows.loc[train_rows["source"] == source, "id"].nunique())
+
+    write_model_card(out, config.model_dump(), results, project_label_rows=distinct("project"),
+                     clause_label_rows=distinct("clause_label"))
     return results

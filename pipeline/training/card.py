@@ -42,9 +42,10 @@ def _layers(config: dict) -> str:
 
 
 def write_model_card(directory: Path, config: dict, results: dict, extra: str = "",
-                     project_label_rows: int = 0) -> Path:
-    """Write ``README.md`` (the card) into the model folder (``project_label_rows``: rows of
-    ``data/labels/`` among the training rows)."""
+                     project_label_rows: int = 0, clause_label_rows: int = 0) -> Path:
+    """Write ``README.md`` (the card) into the model folder (``project_label_rows``,
+    ``clause_label_rows``: rows of ``data/labels/`` and ``data/clause_labels/`` among the
+    training rows)."""
     meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
     table = markdown_table(summary_table(results)) if results else "(not evaluated)"
     calib = meta.get("calibration_dev", {})
@@ -61,6 +62,18 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
     )
     project = (f" and {project_label_rows} corpus rows the project labelled itself "
                "(`data/labels/`, train split only)" if project_label_rows else "")
+    if clause_label_rows:
+        project += (f", and {clause_label_rows} clauses of Chinese reviews labelled one by one "
+                    "(`data/clause_labels/`)")
+    weighting = []
+    if config.get("contrast_weight", 1.0) > 1.0:
+        weighting.append(f"dimension labels that differ from the review's overall sentiment "
+                         f"weigh {config['contrast_weight']:g} times in the loss")
+    if config.get("neutral_pairs"):
+        weighting.append(f"{config['neutral_pairs']} synthetic reviews praise and criticise "
+                         "one dimension and are labelled neutral on it")
+    if weighting:
+        distilled += " Mixed reviews: " + "; ".join(weighting) + "."
     pooling = ("Per-dimension attention pooling: sentiment from the mean-pooled vector, each "
                "dimension from the mean-pooled vector and an attention pool with its own learned "
                "query." if meta.get("pooling") == "attention"
