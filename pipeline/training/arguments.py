@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
     keep_layers: list[int] | None = None  # with ``init_from``: which of its layers to keep
     distill_alpha: float = 0.5  # weight of the gold-label loss; 1 - alpha for the teacher's
     distill_temperature: float = 2.0
+    # the heads the teacher's soft labels teach (None: every head); the others learn from the
+    # gold labels alone, at full weight. ["sentiment"] with the model itself as the teacher
+    # keeps its overall sentiment while its dimension heads learn new labels.
+    distill_heads: list[Literal["sentiment", "logistics", "quality", "service",
+                                "privacy"]] | None = None
     corpus_caps: dict[str, int] = Field(
         default_factory=lambda: {"online_shopping_10_cats": 15_000, "womens_clothing": 8_000}
     )

@@ -194,7 +194,8 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
     Both frames have ``text`` and ``sentiment`` and, where labelled, the dimension columns.
     With ``config.teacher`` the loss is ``alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher ||
     student)`` at temperature T on every head of every row (Hinton et al. 2015), so rows
-    without dimension labels still teach the dimension heads through the teacher.
+    without dimension labels still teach the dimension heads through the teacher; with
+    ``config.distill_heads`` only on those heads (the others: ``CE(gold)`` alone).
     Forward and backward passes run under bf16 autocast where :func:`autocast_dtype` says so
     (weights, optimiser and loss stay fp32). With ``resume``, a checkpoint of the same
     configuration left by a stopped run is continued from its step.
@@ -240,6 +241,7 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
         soft = {k: torch.from_numpy(v) for k, v in
                 teacher_logits(config.teacher, list(train_rows["text"])).items()}
     temp = config.distill_temperature
+    distilled = set(HEADS if config.distill_heads is None else config.distill_heads)
     alpha = config.distill_alpha if soft is not None else 1.0
     dtype = autocast_dtype(config.precision)
     log.info("training %d steps (batch %d) in %s", steps, config.batch_size,
@@ -270,10 +272,12 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
             for j, name in enumerate(HEADS):
                 weight = config.sentiment_weight if j == 0 else config.dimension_weight
                 logits = out[name].float()
+                taught = soft is not None and name in distilled
                 if (y[:, j] != IGNORE).any():
                     row_w = torch.ones(len(batch)) if j == 0 else contrast[batch, j - 1]
-                    loss = loss + alpha * weight * _weighted_ce(logits, y[:, j], row_w)
-                if soft is not None:
+                    gold_w = alpha if taught else 1.0
+                    loss = loss + gold_w * weight * _weighted_ce(logits, y[:, j], row_w)
+                if taught:
                     target = torch.softmax(soft[name][batch] / temp, dim=-1)
                     log_p = torch.log_softmax(logits / temp, dim=-1)
                     kl = nn.functional.kl_div(log_p, target, reduction="batchmean")

@@ -343,6 +343,30 @@ def test_resume_continues_a_stopped_run_to_the_same_weights(tiny_model_dir, tmp_
         assert torch.allclose(tensor.float(), resumed[name].float(), atol=1e-3), name
 
 
+def test_distill_heads_leave_the_other_heads_to_the_gold_labels(tiny_model_dir, tmp_path):
+    """With the teacher's loss alone (alpha 0), a run that distils only the sentiment head
+    still trains the dimension heads on the gold labels: they end elsewhere than in a run
+    where the teacher teaches every head. Unknown head names are refused."""
+    from safetensors.torch import load_file
+
+    from pipeline.training.trainer import TrainConfig, train
+
+    rows, dev = short_written_rows().head(64), sample_labelled().head(40)
+
+    def run(name, heads):
+        config = TrainConfig(init_from=str(tiny_model_dir), keep_layers=[0, 1],
+                             out=str(tmp_path / name), epochs=1, batch_size=16,
+                             precision="fp32", threads=1, teacher=str(tiny_model_dir),
+                             distill_alpha=0.0, distill_heads=heads)
+        return load_file(str(train(config, rows, dev, progress=False) / "model.safetensors"))
+
+    every, sentiment_only = run("every", None), run("sentiment", ["sentiment"])
+    heads = [k for k in every if not k.startswith("encoder.")]
+    assert heads and any(not torch.allclose(every[k], sentiment_only[k]) for k in heads)
+    with pytest.raises(ValueError):
+        TrainConfig(distill_heads=["sentimnet"])
+
+
 def test_resume_refuses_a_checkpoint_of_another_config(tiny_model_dir, tmp_path):
     from pipeline.training.trainer import Checkpoint, TrainConfig
 
