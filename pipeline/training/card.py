@@ -53,11 +53,15 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
         f"| {head} | {c['n']} | {c['temperature']} | {c['ece_before']} | {c['ece_after']} |"
         for head, c in calib.items()
     )
+    heads = config.get("distill_heads")
+    taught = ("the teacher's soft labels on every row, including the dimension heads on corpus "
+              "rows that have no dimension labels" if not heads else
+              f"the teacher's soft labels on the {', '.join(heads)} head(s) only; the other "
+              "heads learn from the gold labels alone")
     distilled = (
-        f" Distilled from the teacher `{Path(config['teacher']).name}` (gold-label loss weight "
+        f" Distilled from the teacher `{config['teacher']}` (gold-label loss weight "
         f"{config.get('distill_alpha')}, temperature {config.get('distill_temperature')}): the "
-        "student also learns the teacher's soft labels on every row, including the dimension "
-        "heads on corpus rows that have no dimension labels."
+        f"student also learns {taught}."
         if config.get("teacher") else ""
     )
     project = (f" and {project_label_rows} corpus rows the project labelled itself "

@@ -221,8 +221,22 @@ def test_shipped_model_reads_chinese_english_and_mixed(name):
     probs = load_classifier(name).predict_batch(preprocess(texts))
     labels = {d: np.asarray(DIM_LABELS)[probs[d].argmax(axis=1)] for d in DIMENSIONS}
     assert labels["logistics"][0] == "negative"
-    assert labels["service"][1] == "negative"
+    assert labels["service"][1] != "none"
     assert np.asarray(SENTIMENTS)[probs["sentiment"].argmax(axis=1)][2] == "positive"
+
+
+@shipped
+@pytest.mark.parametrize("name", [
+    pytest.param("default", marks=pytest.mark.xfail(strict=True, reason=(
+        "known limit of revsat-e5s-mt-s3n (README, Models): it reads this short English "
+        "service complaint as service neutral (0.52 against 0.23 negative); the previous "
+        "default read it negative by 0.45 to 0.36. Strict: passing means the card is stale."))),
+    "accurate",
+])
+def test_shipped_model_reads_a_short_english_service_complaint(name):
+    texts = pd.DataFrame({"text": ["Customer service never replied and the refund took a month."]})
+    probs = load_classifier(name).predict_batch(preprocess(texts))
+    assert np.asarray(DIM_LABELS)[probs["service"].argmax(axis=1)][0] == "negative"
 
 
 def test_long_reviews_are_read_as_windows(tiny_model_dir):
