@@ -25,12 +25,18 @@ ROWS = pd.DataFrame([
 ])
 
 
+def _pairs_with_parts(pairs: pd.DataFrame, prefix: str):
+    """Each synthetic pair with the ids of its two parts (from its id)."""
+    for row in pairs.itertuples():
+        a, b = row.id.removeprefix(prefix).split("+")
+        yield row, a, b
+
+
 def test_mixed_pairs_join_opposite_polarities_on_different_dimensions():
     mixed = synthetic_mixed(ROWS, 40, seed=1)
     assert len(mixed) == 40 and set(mixed["lang"]) == {"zh", "en"}
     by_id = ROWS.set_index("id")
-    for row in mixed.itertuples():
-        a, b = row.id.removeprefix("mix-").split("+")
+    for row, a, b in _pairs_with_parts(mixed, "mix-"):
         assert "r4" not in (a, b)
         assert by_id.loc[a, "lang"] == by_id.loc[b, "lang"] == row.lang
         labels = {d: getattr(row, d) for d in DIMENSIONS}
@@ -125,8 +131,7 @@ def test_neutral_pairs_praise_and_criticise_one_dimension():
     pairs = neutral_pairs(NEUTRAL_ROWS, 20, seed=0)
     assert len(pairs) == 20 and set(pairs["lang"]) == {"zh", "en"}
     by_id = NEUTRAL_ROWS.set_index("id")
-    for row in pairs.itertuples():
-        a, b = row.id.removeprefix("neutral-").split("+")
+    for row, a, b in _pairs_with_parts(pairs, "neutral-"):
         assert {by_id.loc[a, "quality"], by_id.loc[b, "quality"]} == {"positive", "negative"}
         assert not {"r2", "r3"} & {a, b}
         assert row.quality == "neutral" and row.sentiment is None
