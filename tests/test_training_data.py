@@ -156,7 +156,7 @@ def test_contrast_labels_weigh_more_in_the_gold_loss():
         {**_row(1, "zh", "y", quality="neutral"), "sentiment": None},  # no overall label
     ])
     w = _contrast_matrix(rows, 3.0)
-    assert w.tolist() == [[3.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    assert w.tolist() == [[1.0, 3.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]]
     assert (_contrast_matrix(rows, 1.0) == 1.0).all()
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     target = torch.tensor([0, 0, -100])

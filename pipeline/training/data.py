@@ -123,8 +123,8 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
     if not records:
         return pd.DataFrame(columns=columns)
     labels = pd.DataFrame.from_records(records)
-    labels["review"] = labels["id"].str.rsplit("#c", n=1).str[0]
-    labels["k"] = labels["id"].str.rsplit("#c", n=1).str[1].astype(int)
+    where = labels["id"].str.rsplit("#c", n=1)
+    labels["review"], labels["k"] = where.str[0], where.str[1].astype(int)
     reviews = add_split(load_sentiment_corpora(
         shared, sorted({corpus_of(r) for r in labels["review"]}, key=CORPORA.index)))
     merged = labels.merge(reviews[["id", "corpus", "lang", "text", "split"]].rename(
@@ -132,12 +132,11 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
     held = set(contrast_labels()["id"]) | (seed_ids or set())
     merged = merged[(merged["split"] == "train") & ~merged["review"].isin(held)]
 
-    def clause(text: str, k: int) -> str | None:
-        parts = split_clauses(normalise(text))
-        return parts[k] if k < len(parts) else None
-
-    merged = merged.assign(text=[clause(t, k) for t, k in zip(merged["text"], merged["k"],
-                                                                 strict=True)])
+    # each review split once, however many of its clauses are labelled
+    texts = dict(zip(merged["review"], merged["text"], strict=True))
+    split = {r: split_clauses(normalise(t)) for r, t in texts.items()}
+    merged = merged.assign(text=[split[r][k] if k < len(split[r]) else None
+                                 for r, k in zip(merged["review"], merged["k"], strict=True)])
     same = pd.Series([t is not None and hashlib.sha1(t.encode()).hexdigest()[:12] == sha
                       for t, sha in zip(merged["text"], merged["sha"], strict=True)],
                      index=merged.index, dtype=bool)

@@ -73,14 +73,14 @@ def _label_matrix(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _contrast_matrix(frame: pd.DataFrame, weight: float) -> np.ndarray:
-    """Per-row, per-dimension gold-loss weights: ``weight`` where a dimension's label (not
-    ``none``) differs from the row's overall sentiment label, 1 elsewhere (also where the row
-    has no overall label)."""
-    w = np.ones((len(frame), len(DIMENSIONS)), dtype=np.float32)
+    """Gold-loss weights, columns as :func:`_label_matrix`'s: ``weight`` where a dimension's
+    label (not ``none``) differs from the row's overall sentiment label, 1 elsewhere (the
+    sentiment column, and rows without an overall label)."""
+    w = np.ones((len(frame), 1 + len(DIMENSIONS)), dtype=np.float32)
     if weight == 1.0:
         return w
     overall = frame["sentiment"].to_numpy(dtype=object)
-    for j, dim in enumerate(DIMENSIONS):
+    for j, dim in enumerate(DIMENSIONS, start=1):
         if dim in frame:
             label = frame[dim].to_numpy(dtype=object)
             differs = (pd.notna(overall) & pd.notna(label) & (label != "none")
@@ -274,9 +274,9 @@ def train(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFrame,
                 logits = out[name].float()
                 taught = soft is not None and name in distilled
                 if (y[:, j] != IGNORE).any():
-                    row_w = torch.ones(len(batch)) if j == 0 else contrast[batch, j - 1]
                     gold_w = alpha if taught else 1.0
-                    loss = loss + gold_w * weight * _weighted_ce(logits, y[:, j], row_w)
+                    loss = loss + gold_w * weight * _weighted_ce(logits, y[:, j],
+                                                                 contrast[batch, j])
                 if taught:
                     target = torch.softmax(soft[name][batch] / temp, dim=-1)
                     log_p = torch.log_softmax(logits / temp, dim=-1)
