@@ -29,6 +29,15 @@ def fine_tune(config: TrainConfig, train_rows: pd.DataFrame, dev_rows: pd.DataFr
     return str(train(config, train_rows, dev_rows, resume=resume))
 
 
+@task(name="fit-combiner", **_TASK)
+def combine(out: Path, shared: Path) -> dict:
+    from pipeline.training.combiner_fit import fit_combiner
+
+    fitted = fit_combiner(out, shared)
+    fitted.save(out)
+    return fitted.info
+
+
 @flow(name="train-model")
 def train_model(config: TrainConfig, shared: str | None = None,
                 compare_with: str = "baseline", resume: bool = False) -> dict:
@@ -42,6 +51,8 @@ def train_model(config: TrainConfig, shared: str | None = None,
     out = Path(fine_tune(config, train_rows, dev_rows, resume))
     write_manifest(out / "training_manifest.json",
                    {"train": train_rows.drop_duplicates("id"), "dev": dev_rows})
+    if config.combiner:
+        combine(out, shared_path)
     results = evaluate_models([str(out), compare_with], shared_path)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
                                       encoding="utf-8")

@@ -682,6 +682,26 @@ def evaluate(
         json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+@app.command("fit-combiner")
+def fit_combiner_cmd(
+    model: Annotated[str, typer.Argument(help="model folder to add combiner.json to")],
+    shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
+) -> None:
+    """Fit the model folder's polarity combiner on the contrast and seed dev splits (5-fold
+    cross-validated choice per language; the test splits stay held out) and write
+    ``combiner.json`` next to the weights."""
+    _setup_logging(False)
+    from pipeline.models.load import resolve
+    from pipeline.training.combiner_fit import fit_combiner
+
+    fitted = fit_combiner(model, shared)
+    path = fitted.save(resolve(model))
+    for code, part in fitted.info["languages"].items():
+        typer.echo(f"{code}: clause rule {part['clause_rule']}")
+        typer.echo(f"{code}: chosen {part['chosen']}")
+    typer.echo(f"written {path}")
+
+
 @app.command()
 def bench(
     rows: Annotated[int, typer.Option(help="reviews in the generated input")] = 100_000,

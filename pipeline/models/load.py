@@ -79,12 +79,13 @@ def check_device(device: str, model: str | Path) -> None:
 
 
 def load(spec: str | Path, settings: Settings | None = None, *,
-         ensemble: bool = True) -> Classifier:
+         ensemble: bool = True, combiner: bool = True) -> Classifier:
     """Load the model named by ``spec`` (see :func:`resolve`) with ``settings``' device, batch
     size, backend, quantisation, threads and windows.
 
     ``ensemble=False`` returns a transformer alone even where its folder names a baseline to
-    average with (a teacher's raw logits, the naive benchmark).
+    average with (a teacher's raw logits, the naive benchmark); ``combiner=False`` leaves out
+    the folder's learned polarity combiner (fitting a new one).
     """
     settings = settings or Settings()
     path = resolve(spec)
@@ -93,6 +94,10 @@ def load(spec: str | Path, settings: Settings | None = None, *,
 
         return BaselineModel.load(path)
     classifier = _transformer(path, settings)
+    if combiner:
+        from pipeline.models.transformer.combiner import Combiner
+
+        classifier.combiner = Combiner.load(path)
     extra = classifier.meta.get("ensemble")
     if not (ensemble and extra):
         return classifier

@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the CPU has it
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints (``--resume``)
     clauses: bool = False  # score Chinese reviews clause by clause (models/transformer/clauses.py)
+    # with clauses: fit a polarity combiner on the contrast and seed dev splits after training
+    # (models/transformer/combiner.py); the test splits stay held out
+    combiner: bool = False
     # average with a baseline folder (relative to ``out``) at these weights per head (heads not
     # named: the transformer alone); written to revsat_model.json as "ensemble"
     ensemble_baseline: str | None = None

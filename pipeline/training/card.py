@@ -85,6 +85,12 @@ def write_model_card(directory: Path, config: dict, results: dict, extra: str = 
     if meta.get("clauses"):
         pooling += (" Chinese and mixed reviews are scored clause by clause: mention from the "
                     "whole review, polarity from the clauses that mention the dimension.")
+    if (directory / "combiner.json").exists():
+        pooling += (" A polarity combiner (`combiner.json`, a logistic regression per language "
+                    "over the whole-review, clause and sentence readings) re-splits each "
+                    "mentioned dimension's polarity; it was fitted on the contrast and seed "
+                    "**dev** splits, so the dev figures below are in-sample for it and the "
+                    "test figures are the held-out ones.")
     card = _template().render(
         pooling=pooling, name=meta.get("name"), layers=_layers(config), prefix=meta.get("prefix"),
         train_seconds=meta.get("train_seconds"), distilled=distilled,

@@ -32,6 +32,11 @@ CLAUSE_LANGS: frozenset[str] = frozenset({"zh", "mixed"})
 MAX_CLAUSES = 6
 
 _SPLIT = re.compile(r"[，。！？；,.!?;~～\n]+|(?=但是|不过|可是|就是|只是|然而)")
+#: English: at sentence ends, and before "but", "however", "though" (with or without a comma).
+_SENTENCES = re.compile(r"(?<=[.!?;])\s+|,\s*(?=(?:but|however|though|although)\b)"
+                        r"|\s+(?=(?:but|however|though)\b)", re.IGNORECASE)
+#: At most this many sentences of an English review are scored.
+MAX_SENTENCES = 8
 
 
 def split_clauses(text: str, max_parts: int = MAX_CLAUSES) -> list[str]:
@@ -51,20 +56,32 @@ def split_clauses(text: str, max_parts: int = MAX_CLAUSES) -> list[str]:
     return merged if len(merged) > 1 else []
 
 
+def split_sentences(text: str, max_parts: int = MAX_SENTENCES) -> list[str]:
+    """The sentences of an English review (also cut before "but", "however", "though"), parts
+    of three characters or fewer dropped, at most ``max_parts``; ``[]`` for a single one."""
+    parts = [p.strip() for p in _SENTENCES.split(text) if p and len(p.strip()) > 3]
+    return parts[:max_parts] if len(parts) > 1 else []
+
+
 def expand(texts: Sequence[str], langs: Sequence[str],
-           only: Sequence[bool] | np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+           only: Sequence[bool] | np.ndarray | None = None,
+           sentence_langs: frozenset[str] = frozenset()) -> tuple[list[str], np.ndarray]:
     """The model inputs for ``texts``: each review first, then its clauses where its language
-    is in :data:`CLAUSE_LANGS` (and ``only`` is true, where given); and for each input, the
-    review it belongs to (-1-i marks review i's whole text, i its clauses)."""
+    is in :data:`CLAUSE_LANGS`, or its sentences where it is in ``sentence_langs`` (and
+    ``only`` is true, where given); and for each input, the review it belongs to (-1-i marks
+    review i's whole text, i its parts)."""
     rows: list[str] = []
     owner: list[int] = []
     for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
         rows.append(text)
         owner.append(-1 - i)
-        if lang in CLAUSE_LANGS and (only is None or only[i]):
-            for clause in split_clauses(text):
-                rows.append(clause)
-                owner.append(i)
+        if only is not None and not only[i]:
+            continue
+        split = (split_clauses if lang in CLAUSE_LANGS
+                 else split_sentences if lang in sentence_langs else None)
+        for part in split(text) if split else ():
+            rows.append(part)
+            owner.append(i)
     return rows, np.asarray(owner, dtype=np.int64)
 
 

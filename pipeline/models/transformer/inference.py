@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.models.heads import HEADS, length_batches, softmax, split_heads
-from pipeline.models.transformer import clauses
+from pipeline.models.transformer import clauses, combiner
 from pipeline.models.transformer.backends import make_backend
 
 if TYPE_CHECKING:  # torch loads only where the torch backend or training runs
@@ -47,6 +47,8 @@ class TransformerClassifier:
         self.version = str(meta.get("version", meta.get("name", "transformer")))
         # Chinese reviews scored clause by clause (clauses.py); the model folder says so
         self.clauses = bool(meta.get("clauses", False))
+        # the learned last step of clause scoring, where the folder has one (load.py sets it)
+        self.combiner: combiner.Combiner | None = None
         self.seconds = {"tokenise": 0.0, "model": 0.0}
 
     @property
@@ -125,21 +127,38 @@ class TransformerClassifier:
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head for ``reviews['text_norm']``; with clause scoring
         on (``"clauses": true`` in the model folder), Chinese reviews' dimension polarities come
-        from their clauses (:mod:`pipeline.models.transformer.clauses`)."""
-        texts = list(reviews["text_norm"])
-        whole = self.predict_texts(texts)
+        from their clauses (:mod:`pipeline.models.transformer.clauses`), and with a combiner
+        (``combiner.json``) from :mod:`pipeline.models.transformer.combiner`."""
         if not self.clauses or "lang" not in reviews:
-            return whole
-        # a second pass over the clauses of the reviews where they can change a label
-        rows, owner = clauses.expand(texts, list(reviews["lang"]),
-                                     only=clauses.worth_splitting(whole))
-        if len(rows) == len(texts):
-            return whole
+            return self.predict_texts(list(reviews["text_norm"]))
+        sentences = frozenset({"en"}) if self.combiner and self.combiner.reads_sentences(
+            "en") else frozenset()
+        reading = self.read(reviews, sentences)
+        return self.combiner.apply(reading) if self.combiner else reading.combined
+
+    def read(self, reviews: pd.DataFrame,
+             sentence_langs: frozenset[str] = frozenset()) -> combiner.Reading:
+        """Score each review whole, then a second pass over the parts of the reviews where
+        they can change a label (:func:`clauses.worth_splitting`): the clauses of Chinese
+        reviews, and the sentences of reviews in ``sentence_langs``. Only Chinese clauses
+        enter the clause rule (:func:`clauses.combine`); English sentences are for the
+        combiner."""
+        texts, langs = list(reviews["text_norm"]), list(reviews["lang"])
+        whole = self.predict_texts(texts)
+        rows, owner = clauses.expand(texts, langs, only=clauses.worth_splitting(whole),
+                                     sentence_langs=sentence_langs)
         parts = owner >= 0
+        owner = owner[parts]
         scored = self.predict_texts([r for r, p in zip(rows, parts, strict=True) if p])
-        probs = {name: np.concatenate([whole[name], scored[name]]) for name in whole}
-        return clauses.combine(probs, np.concatenate([np.arange(-1, -len(texts) - 1, -1),
-                                                      owner[parts]]), len(texts))
+        in_rule = np.isin(np.asarray(langs, dtype=object)[owner], list(clauses.CLAUSE_LANGS))
+        if in_rule.any():
+            probs = {name: np.concatenate([whole[name], scored[name][in_rule]]) for name in whole}
+            combined = clauses.combine(
+                probs, np.concatenate([np.arange(-1, -len(texts) - 1, -1), owner[in_rule]]),
+                len(texts))
+        else:
+            combined = whole
+        return combiner.Reading(whole, combined, scored, owner, langs)
 
 
 def combine_windows(heads: dict[str, np.ndarray], owner: np.ndarray,
