@@ -199,3 +199,29 @@ def test_labelled_clauses_are_rebuilt_from_their_review(monkeypatch, tmp_path):
         "sentiment": "positive", "logistics": "positive", "quality": "none", "service": "none",
         "privacy": "none"}]
     assert data.clause_labelled_rows(tmp_path, seed_ids={"waimai_10k-1"}).empty
+
+
+def test_combiner_rows_are_dev_split_reviews_never_contrast_ones(monkeypatch, tmp_path):
+    """The rows that judge the polarity combiner: dev split only (the network never trains on
+    it, the test split stays for evaluation), and never a contrast-set review, by id or text."""
+    import json
+
+    from pipeline.training import data
+
+    def label(row_id):
+        return {"id": row_id, "sentiment": "positive", "logistics": "none",
+                "quality": "positive", "service": "none", "privacy": "none"}
+
+    rows = pd.DataFrame({"id": [f"waimai_10k-{i}" for i in range(4)], "corpus": "waimai_10k",
+                         "lang": "zh", "text": ["好吃", "很快", "不错", "一般"],
+                         **{k: v for k, v in label("x").items() if k != "id"}})
+    (tmp_path / "combiner_labels").mkdir()
+    (tmp_path / "combiner_labels" / "r.jsonl").write_text(
+        "".join(json.dumps(label(i)) + "\n" for i in rows["id"]), encoding="utf-8")
+    contrast = rows.iloc[[2]].assign(id="online_shopping_10_cats-9")  # same text, other id
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "load_labels_by_id", lambda files, shared, what: rows)
+    monkeypatch.setattr(data, "add_split",
+                        lambda df: df.assign(split=["dev", "test", "dev", "train"][: len(df)]))
+    monkeypatch.setattr(data, "contrast_rows", lambda shared: contrast)
+    assert data.combiner_labelled_rows(tmp_path)["id"].tolist() == ["waimai_10k-0"]

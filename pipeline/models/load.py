@@ -98,6 +98,8 @@ def load(spec: str | Path, settings: Settings | None = None, *,
         from pipeline.models.transformer.combiner import Combiner
 
         classifier.combiner = Combiner.load(path)
+        if classifier.combiner:  # other predictions: another version, another score cache
+            classifier.version += "+" + classifier.combiner.tag
     extra = classifier.meta.get("ensemble")
     if not (ensemble and extra):
         return classifier

@@ -145,6 +145,18 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
     return merged[same][columns].reset_index(drop=True)
 
 
+def combiner_labelled_rows(shared: Path) -> pd.DataFrame:
+    """Reviews of the corpora's ``dev`` split the project labelled for fitting the polarity
+    combiner (``data/combiner_labels/*.jsonl``, ids and labels only): the network never trains
+    on the dev split, so its readings of them are what it gives unseen reviews. Rows of any
+    other split and contrast-set reviews (by id or text) are left out."""
+    files = sorted((data_dir() / "combiner_labels").glob("*.jsonl"))
+    if not files:
+        return pd.DataFrame(columns=["id", "corpus", "lang", "text", "sentiment", *DIMENSIONS])
+    rows = add_split(load_labels_by_id(files, shared, "combiner"))
+    return drop_held_out(rows[rows["split"] == "dev"], shared).reset_index(drop=True)
+
+
 def contrast_labels() -> pd.DataFrame:
     """The contrast set's labels (``data/contrast/*.jsonl``: id, split, sentiment, dimensions,
     how the label was reached); empty when the project ships none."""

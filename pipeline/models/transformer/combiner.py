@@ -1,20 +1,22 @@
 """A learned last step that decides each dimension's polarity from how the review was read.
 
-The network reads a review whole and, for Chinese, clause by clause (:mod:`.clauses`); for a
-model with a combiner, English reviews are read sentence by sentence too. Where a dimension is
-praised in one clause and criticised in another, the guidelines call it ``neutral`` when the two
-weigh about equally and the dominant side otherwise: no fixed rule over the clause
-probabilities separated these cases well (README, Models). The combiner is a multinomial
+The network reads a review whole and, for Chinese, clause by clause (:mod:`.clauses`). Where a
+dimension is praised in one clause and criticised in another, the guidelines call it
+``neutral`` when the two weigh about equally and the dominant side otherwise, and a courier
+complaint beside praise for the product is a logistics complaint whatever the overall tone:
+the fixed clause rule gets many of these wrong (README, Models). The combiner is a multinomial
 logistic regression per language over a few features of those readings (:func:`features`),
-fitted on held-out labelled reviews of the contrast and seed dev splits
-(:mod:`pipeline.training.combiner_fit`), and it only redistributes a dimension's polarity mass:
-whether the dimension is mentioned (the ``none`` probability) stays the whole review's.
+fitted by :mod:`pipeline.training.combiner_fit`; it only redistributes a dimension's polarity
+mass: whether the dimension is mentioned (the ``none`` probability) stays the whole review's.
+A language without coefficients keeps the clause rule; for English, a combiner would also read
+each review's sentences (:meth:`Combiner.reads_sentences`).
 
 Saved as ``combiner.json`` in the model folder: plain coefficients, read without scikit-learn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,12 @@ class Combiner:
     coef: dict[str, np.ndarray]
     intercept: dict[str, np.ndarray]
     info: dict = field(default_factory=dict)
+    digest: str = ""  # of the file it was read from: part of the model version (score cache)
+
+    @property
+    def tag(self) -> str:
+        """What the combiner adds to the model version, e.g. ``pc-zh-1a2b3c4d``."""
+        return "pc-" + "".join(sorted(self.coef)) + "-" + self.digest[:8]
 
     @property
     def languages(self) -> frozenset[str]:
@@ -134,9 +142,11 @@ class Combiner:
         path = Path(directory) / FILE
         if not path.exists():
             return None
-        body = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        body = json.loads(text)
         if tuple(body["features"]) != FEATURES or tuple(body["classes"]) != POLARITIES:
             raise ValueError(f"{path}: written for other features; refit it "
                              "(revsat fit-combiner)")
         return cls({k: np.asarray(v) for k, v in body["coef"].items()},
-                   {k: np.asarray(v) for k, v in body["intercept"].items()}, body.get("info", {}))
+                   {k: np.asarray(v) for k, v in body["intercept"].items()}, body.get("info", {}),
+                   hashlib.sha1(text.encode()).hexdigest())
