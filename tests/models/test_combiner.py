@@ -127,3 +127,33 @@ def test_shipped_combiner_beats_the_clause_rule_on_held_out_mixed_reviews():
                     lang, got)
             else:
                 assert got["combiner"]["tuple_f1"] >= got["rule"]["tuple_f1"] - 0.03, (lang, got)
+
+
+@needs_default_and_shared
+@pytest.mark.shared
+def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_path):
+    """``revsat fit-combiner``'s choice on the real dev rows, for the default's network: each
+    language's grid is scored; a kept setting beats the clause rule on the mixed-review figures
+    and keeps seed and labelled dev tuple F1 within a point; Chinese gets a combiner."""
+    import shutil
+
+    from pipeline.training.combiner_fit import GRID_C, GRID_SEED_WEIGHT, fit_combiner
+
+    network = tmp_path / "network"
+    shutil.copytree(models_dir() / "default", network)
+    (network / "combiner.json").unlink()
+    baseline = models_dir() / "default" / json.loads(
+        (network / "revsat_model.json").read_text())["ensemble"]["baseline"]
+    shutil.copytree(baseline.resolve(), tmp_path / baseline.resolve().name)
+    fitted = fit_combiner(network, shared_dir())
+    assert "zh" in fitted.languages
+    for lang, part in fitted.info["languages"].items():
+        assert len(part["grid"]) == len(GRID_C) * len(GRID_SEED_WEIGHT)
+        rule, chosen = part["clause_rule"], part["chosen"]
+        if chosen is None:
+            assert lang not in fitted.languages
+            continue
+        for name in ("seed", "labelled"):
+            assert chosen[f"{name}_tuple_f1"] >= rule[f"{name}_tuple_f1"] - 0.01
+        mixed = [k for k in rule if k.startswith(("contrast_", "labelled_"))]
+        assert sum(chosen[k] for k in mixed) > sum(rule[k] for k in mixed)
