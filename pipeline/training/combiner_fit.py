@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,13 @@ import pandas as pd
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import Settings
 from pipeline.models.load import load
-from pipeline.models.transformer.combiner import POLARITIES, Combiner, Reading, features
+from pipeline.models.transformer.combiner import (
+    POLARITIES,
+    Combiner,
+    Reading,
+    features,
+    polarity_shares,
+)
 from pipeline.text.preprocess import preprocess
 from pipeline.training.data import (
     combiner_labelled_rows,
@@ -38,6 +45,10 @@ log = logging.getLogger("revsat")
 
 GRID_C: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
 GRID_SEED_WEIGHT: tuple[float, ...] = (1.0, 3.0, 10.0)
+#: 3: the combiner decides positive, negative and neutral; 2: it only splits positive from
+#: negative and keeps the clause rule's neutral share (where the two kinds of labels disagree
+#: about neutral, README, Models).
+GRID_CLASSES: tuple[int, ...] = (3, 2)
 #: The sets whose dev rows the combiner is fitted on: the contrast set's (mixed reviews) and the
 #: seed rows'. The labelled corpus dev rows are held out from the fit and judge it: the contrast
 #: set keeps only reviews whose labels differ from their overall sentiment, so a fit on it can
@@ -102,9 +113,18 @@ def _with_shares(reading: Reading, shares: dict[str, np.ndarray], rows: np.ndarr
     return out
 
 
-def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float):
+def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float, classes: int = 3):
+    """Coefficients for :func:`polarity_shares`: three classes, or (``classes=2``) positive
+    against negative on the rows labelled either."""
     from sklearn.linear_model import LogisticRegression
 
+    if classes == 2:
+        keep = np.isin(y, POLARITIES[:2])
+        model = LogisticRegression(C=c, max_iter=3000).fit(x[keep], y[keep] == "positive",
+                                                           sample_weight=weight[keep])
+        # P(positive) = sigmoid(w.x + b) = softmax([w.x + b, 0])[0]
+        return (np.vstack([model.coef_[0], np.zeros_like(model.coef_[0])]),
+                np.array([model.intercept_[0], 0.0]))
     model = LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=weight)
     order = [list(model.classes_).index(p) for p in POLARITIES]
     return model.coef_[order], model.intercept_[order]
@@ -135,39 +155,42 @@ def fit_combiner(model: str | Path, shared: Path | str | None = None, *,
         fold = rng.permutation(len(mine)) % folds  # by review: all its dimensions together
         base = _figures(rows, reading.combined, lang == code)
         tried = []
-        for c in GRID_C:
-            for w in GRID_SEED_WEIGHT:
-                # fitted rows: 5-fold cross-validated shares; the other rows: the full fit's
-                shares = {dim: np.zeros((len(rows), 3)) for dim in DIMENSIONS}
-                for k in [*range(folds), None]:
-                    train = mine if k is None else mine[fold != k]
-                    held = judge if k is None else mine[fold == k]
-                    b, a = _fit(*_stack(x, rows, train, is_seed, w), c)
-                    for dim in DIMENSIONS:
-                        z = x[dim][held] @ b.T + a
-                        z = np.exp(z - z.max(axis=1, keepdims=True))
-                        shares[dim][held] = z / z.sum(axis=1, keepdims=True)
-                both = np.concatenate([mine, judge])
-                fig = _figures(rows, _with_shares(reading, {d: v[both] for d, v in
-                                                            shares.items()}, both), lang == code)
-                tried.append((c, w, fig))
-        allowed = [t for t in tried if _keeps_single_topic(t[2], base, max_seed_drop)]
-        best = max(allowed, key=lambda t: _mixed_score(t[2]), default=None)
+        for classes, c, w in product(GRID_CLASSES, GRID_C, GRID_SEED_WEIGHT):
+            # fitted rows: 5-fold cross-validated shares; the other rows: the full fit's
+            shares = {dim: np.zeros((len(rows), 3)) for dim in DIMENSIONS}
+            for k in [*range(folds), None]:
+                train = mine if k is None else mine[fold != k]
+                held = judge if k is None else mine[fold == k]
+                b, a = _fit(*_stack(x, rows, train, is_seed, w), c, classes)
+                for dim in DIMENSIONS:
+                    shares[dim][held] = polarity_shares(b, a, x[dim][held],
+                                                        reading.combined[dim][held])
+            both = np.concatenate([mine, judge])
+            fig = _figures(rows, _with_shares(reading, {d: v[both] for d, v in shares.items()},
+                                              both), lang == code)
+            tried.append(((classes, c, w), fig))
+        allowed = [t for t in tried if _keeps_single_topic(t[1], base, max_seed_drop)]
+        best = max(allowed, key=lambda t: _mixed_score(t[1]), default=None)
         summary = {"clause_rule": _brief(base), "grid": [
-            {"C": c, "seed_weight": w, **_brief(f)} for c, w, f in tried]}
-        if best is None or _mixed_score(best[2]) <= _mixed_score(base):
+            {**_setting(t), **_brief(f)} for t, f in tried]}
+        if best is None or _mixed_score(best[1]) <= _mixed_score(base):
             summary["chosen"] = None
             log.info("%s: no setting beats the clause rule; no combiner", code)
         else:
-            c, w, fig = best
-            coef[code], intercept[code] = _fit(*_stack(x, rows, mine, is_seed, w), c)
-            summary["chosen"] = {"C": c, "seed_weight": w, **_brief(fig)}
-            log.info("%s: C=%g, seed weight %g; dev %s (clause rule %s)",
-                     code, c, w, _brief(fig), _brief(base))
+            (classes, c, w), fig = best
+            coef[code], intercept[code] = _fit(*_stack(x, rows, mine, is_seed, w), c, classes)
+            summary["chosen"] = {**_setting(best[0]), **_brief(fig)}
+            log.info("%s: %s; dev %s (clause rule %s)", code, _setting(best[0]), _brief(fig),
+                     _brief(base))
         info["languages"][code] = summary
         info["rows"][code] = {k: int((rows["set"].to_numpy()[lang == code] == k).sum())
                               for k in ("contrast", "seed", "labelled")}
     return Combiner(coef, intercept, info)
+
+
+def _setting(key: tuple[int, float, float]) -> dict:
+    classes, c, w = key
+    return {"classes": classes, "C": c, "seed_weight": w}
 
 
 def _stack(x: dict[str, np.ndarray], rows: pd.DataFrame, reviews: np.ndarray,

@@ -137,7 +137,7 @@ def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_pa
     and keeps seed and labelled dev tuple F1 within a point; Chinese gets a combiner."""
     import shutil
 
-    from pipeline.training.combiner_fit import GRID_C, GRID_SEED_WEIGHT, fit_combiner
+    from pipeline.training.combiner_fit import GRID_C, GRID_CLASSES, GRID_SEED_WEIGHT, fit_combiner
 
     network = tmp_path / "network"
     shutil.copytree(models_dir() / "default", network)
@@ -148,7 +148,7 @@ def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_pa
     fitted = fit_combiner(network, shared_dir())
     assert "zh" in fitted.languages
     for lang, part in fitted.info["languages"].items():
-        assert len(part["grid"]) == len(GRID_C) * len(GRID_SEED_WEIGHT)
+        assert len(part["grid"]) == len(GRID_CLASSES) * len(GRID_C) * len(GRID_SEED_WEIGHT)
         rule, chosen = part["clause_rule"], part["chosen"]
         if chosen is None:
             assert lang not in fitted.languages

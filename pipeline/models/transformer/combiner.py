@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.catalog import DIMENSIONS
-from pipeline.models.heads import softmax
 
 FILE = "combiner.json"
 #: The order of the polarity classes the combiner scores (the dimension heads' columns 1-3).
@@ -87,10 +86,28 @@ def features(reading: Reading, dim: str) -> np.ndarray:
     return out
 
 
+def polarity_shares(coef: np.ndarray, intercept: np.ndarray, x: np.ndarray,
+                    combined: np.ndarray) -> np.ndarray:
+    """Positive / negative / neutral shares of the mention mass for feature rows ``x``.
+
+    Three rows of coefficients (one per :data:`POLARITIES`) decide all three; two rows
+    (positive, negative) only split the positive-plus-negative share of ``combined`` (a
+    dimension block of the clause rule) and keep its neutral share."""
+    z = x @ coef.T + intercept
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    share = z / z.sum(axis=1, keepdims=True)
+    if coef.shape[0] == len(POLARITIES):
+        return share
+    base = _polarity(combined)
+    polar = base[:, 0] + base[:, 1]
+    return np.column_stack([polar * share[:, 0], polar * share[:, 1], base[:, 2]])
+
+
 @dataclass
 class Combiner:
-    """Per-language coefficients (``coef[lang]``: classes × features, ``intercept[lang]``) and
-    what they were fitted on (``info``); languages without coefficients keep the clause rule."""
+    """Per-language coefficients (``coef[lang]``: classes × features, ``intercept[lang]``; two
+    rows only split positive from negative, see :func:`polarity_shares`) and what they were
+    fitted on (``info``); languages without coefficients keep the clause rule."""
 
     coef: dict[str, np.ndarray]
     intercept: dict[str, np.ndarray]
@@ -118,12 +135,11 @@ class Combiner:
         out = {name: block.copy() for name, block in reading.combined.items()}
         for dim in DIMENSIONS:
             x = features(reading, dim)
-            mention = 1.0 - out[dim][:, 0]
             for lang in self.coef:
                 rows = langs == lang
                 if rows.any():
-                    share = softmax(x[rows] @ self.coef[lang].T + self.intercept[lang])
-                    out[dim][rows, 1:] = mention[rows, None] * share
+                    out[dim][rows, 1:] = (1.0 - out[dim][rows, :1]) * polarity_shares(
+                        self.coef[lang], self.intercept[lang], x[rows], out[dim][rows])
         return out
 
     def save(self, directory: Path) -> Path:
