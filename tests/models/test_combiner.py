@@ -157,3 +157,10 @@ def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_pa
             assert chosen[f"{name}_tuple_f1"] >= rule[f"{name}_tuple_f1"] - 0.01
         mixed = [k for k in rule if k.startswith(("contrast_", "labelled_"))]
         assert sum(chosen[k] for k in mixed) > sum(rule[k] for k in mixed)
+
+
+def test_an_english_review_that_does_not_turn_is_not_split():
+    # the sentence pass costs time on long reviews; one-sided ones gain nothing from it
+    assert clauses.split_sentences("Great phone. Fast shipping. Works well.") == []
+    assert clauses.split_sentences("Great phone. Shipping was slow, though.") == [
+        "Great phone.", "Shipping was slow", "though."]
