@@ -27,6 +27,10 @@ class MemoryCapTooSmall(SettingsError):
     was published and the scored parts stay for the next run."""
 
 
+class SharedDataMissing(UserError, FileNotFoundError):
+    """Training, evaluation or a combiner fit needs the labelled corpora and none were found."""
+
+
 class ModelNotFound(UserError):
     """The requested model folder does not exist or holds no known model format."""
 

@@ -631,7 +631,8 @@ def train(
         **Settings.load(config).train.model_dump(exclude_unset=True),
         **{k: v for k, v in given.items() if v is not None},
     })
-    results = train_model(cfg, str(shared) if shared else None, resume=resume)
+    with _errors():
+        results = train_model(cfg, str(shared) if shared else None, resume=resume)
     typer.echo(summary_table(results).to_string())
 
 
@@ -671,7 +672,8 @@ def evaluate(
     _setup_logging(False)
     from pipeline.training.evaluate import evaluate_models, paired_table, summary_table
 
-    results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus, int8)
+    with _errors():
+        results = evaluate_models(models or ["default", "baseline"], shared, max_per_corpus, int8)
     typer.echo(summary_table(results).to_string())
     paired = paired_table(results)
     if not paired.empty:
@@ -694,8 +696,9 @@ def fit_combiner_cmd(
     from pipeline.models.load import resolve
     from pipeline.training.combiner_fit import fit_combiner
 
-    fitted = fit_combiner(model, shared)
-    path = fitted.save(resolve(model))
+    with _errors():
+        fitted = fit_combiner(model, shared)
+        path = fitted.save(resolve(model))
     for code, part in fitted.info["languages"].items():
         typer.echo(f"{code}: clause rule {part['clause_rule']}")
         typer.echo(f"{code}: chosen {part['chosen']}")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import Settings
-from pipeline.models.load import load
+from pipeline.models.load import load, resolve
 from pipeline.models.transformer.combiner import (
     POLARITIES,
     Combiner,
@@ -135,6 +135,7 @@ def fit_combiner(model: str | Path, shared: Path | str | None = None, *,
                  seed: int = 0) -> Combiner:
     """Fit the combiner of ``model`` (a folder or name) on the dev rows of the sets ``fit_on``
     (see module doc); the other dev rows only judge the choice."""
+    model = resolve(model)  # a missing model folder is reported before the corpora are read
     shared = require_shared(shared)
     rows = dev_rows(shared)
     clf = load(model, Settings(), ensemble=False, combiner=False)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.config import data_dir, shared_dir
+from pipeline.errors import SharedDataMissing
 from pipeline.text.normalise import normalise
 from pipeline.training.arguments import TrainConfig
 from pipeline.training.corpora import (
@@ -40,7 +41,7 @@ def require_shared(explicit: Path | str | None = None) -> Path:
     """The shared corpora folder, or a clear error telling the user how to point at it."""
     found = shared_dir(explicit)
     if found is None:
-        raise FileNotFoundError(
+        raise SharedDataMissing(
             "labelled corpora not found: pass --shared DIR or set REVSAT_SHARED_DIR "
             "(training and evaluation need them; scoring does not)"
         )

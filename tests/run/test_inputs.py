@@ -441,3 +441,21 @@ def test_nightly_preflight_reads_only_the_files_the_ledger_has_not_seen(tmp_path
     checked.clear()  # --rescore (no ledger): every file is checked
     assert sorted(_preflight([str(night)], settings, nightly_pattern="*")) == [old, new]
     assert sorted(checked) == [old, new]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["fit-combiner", "default", "--shared", "{tmp}/no-corpora"], "--shared"),
+    (["fit-combiner", "{tmp}/no-model", "--shared", "{tmp}"], "holds no model"),
+    (["evaluate", "default", "--shared", "{tmp}/no-corpora"], "--shared"),
+])
+def test_model_commands_report_a_users_mistake_in_one_line(tmp_path, monkeypatch, args, says):
+    """A missing corpora folder or model folder: exit 2 and one line saying what to pass,
+    never a traceback."""
+    monkeypatch.delenv("REVSAT_SHARED_DIR", raising=False)
+    monkeypatch.setattr("pipeline.config.shared_dir", lambda explicit=None: None)
+    monkeypatch.setattr("pipeline.training.data.shared_dir", lambda explicit=None: None)
+    result = invoke(*(a.format(tmp=tmp_path) for a in args))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error: ")
+    assert says in result.output
