@@ -3,13 +3,14 @@
 Rows, none of them trained on by the network: the dev splits of the contrast set (mixed
 reviews) and of the seed labels (mostly single-topic reviews), and the reviews of the corpora's
 dev split labelled for this (``data/combiner_labels/``, half of them mixed); the test splits
-stay untouched for ``revsat evaluate``. Per language, a grid of regularisation strengths and
-seed-row weights is scored by 5-fold cross-validation over reviews; the choice maximises the
-mixed-review figures (mean of contrast accuracy, tuple F1 and complaint F1, on the contrast dev
-rows and on the labelled dev rows, averaged) among the settings whose tuple F1 on the seed dev
-rows and on the labelled dev rows stays within ``max_seed_drop`` of the clause rule's, so
-single-topic reviews (most of a real export) pay nothing for the mixed ones. A language where
-no setting beats the clause rule gets no combiner.
+stay untouched for ``revsat evaluate``. The combiner is fitted on the rows of :data:`FIT_ON`;
+the others judge it. Per language, a grid of modes (:data:`GRID_CLASSES`), regularisation
+strengths and seed-row weights is scored by 5-fold cross-validation over reviews; the choice
+maximises the mixed-review figures (mean of contrast accuracy, tuple F1 and complaint F1, on
+the contrast dev rows and on the labelled dev rows, averaged) among the settings whose tuple F1
+on the seed dev rows and on the labelled dev rows stays within ``max_seed_drop`` of the clause
+rule's, so single-topic reviews (most of a real export) pay nothing for the mixed ones. A
+language where no setting beats the clause rule gets no combiner.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pipeline.models.transformer.combiner import (
     Reading,
     features,
     polarity_shares,
+    resplit,
 )
 from pipeline.text.preprocess import preprocess
 from pipeline.training.data import (
@@ -76,7 +78,7 @@ def _language(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _figures(rows: pd.DataFrame, probs: dict[str, np.ndarray], keep: np.ndarray) -> dict:
-    """Contrast and seed dev figures of ``probs`` on the rows ``keep``."""
+    """Figures of ``probs`` per set (contrast, seed, labelled) on the rows ``keep``."""
     pred = predicted_labels(probs)
     out = {}
     for name in ("contrast", "seed", "labelled"):
@@ -108,8 +110,7 @@ def _with_shares(reading: Reading, shares: dict[str, np.ndarray], rows: np.ndarr
     polarity split of each dimension's mention mass."""
     out = {k: v.copy() for k, v in reading.combined.items()}
     for dim in DIMENSIONS:
-        mention = 1.0 - out[dim][rows, 0]
-        out[dim][rows, 1:] = mention[:, None] * shares[dim]
+        resplit(out[dim], rows, shares[dim])
     return out
 
 

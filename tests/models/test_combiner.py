@@ -142,9 +142,6 @@ def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_pa
     network = tmp_path / "network"
     shutil.copytree(models_dir() / "default", network)
     (network / "combiner.json").unlink()
-    baseline = models_dir() / "default" / json.loads(
-        (network / "revsat_model.json").read_text())["ensemble"]["baseline"]
-    shutil.copytree(baseline.resolve(), tmp_path / baseline.resolve().name)
     fitted = fit_combiner(network, shared_dir())
     assert "zh" in fitted.languages
     for lang, part in fitted.info["languages"].items():

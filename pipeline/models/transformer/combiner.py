@@ -9,7 +9,7 @@ logistic regression per language over a few features of those readings (:func:`f
 fitted by :mod:`pipeline.training.combiner_fit`; it only redistributes a dimension's polarity
 mass: whether the dimension is mentioned (the ``none`` probability) stays the whole review's.
 A language without coefficients keeps the clause rule; for English, a combiner would also read
-each review's sentences (:meth:`Combiner.reads_sentences`).
+each review's sentences (:attr:`Combiner.sentence_langs`).
 
 Saved as ``combiner.json`` in the model folder: plain coefficients, read without scikit-learn.
 """
@@ -103,6 +103,12 @@ def polarity_shares(coef: np.ndarray, intercept: np.ndarray, x: np.ndarray,
     return np.column_stack([polar * share[:, 0], polar * share[:, 1], base[:, 2]])
 
 
+def resplit(block: np.ndarray, rows: np.ndarray, shares: np.ndarray) -> None:
+    """Give ``rows`` of a dimension block (in place) ``shares`` of their mention mass as
+    positive / negative / neutral; the ``none`` column stays."""
+    block[rows, 1:] = (1.0 - block[rows, :1]) * shares
+
+
 @dataclass
 class Combiner:
     """Per-language coefficients (``coef[lang]``: classes × features, ``intercept[lang]``; two
@@ -124,9 +130,11 @@ class Combiner:
         """Language codes the combiner decides (``zh`` covers ``mixed`` too)."""
         return frozenset(self.coef)
 
-    def reads_sentences(self, lang: str) -> bool:
-        """Whether reviews of ``lang`` need their parts scored for the combiner."""
-        return lang == "en" and "en" in self.coef
+    @property
+    def sentence_langs(self) -> frozenset[str]:
+        """Languages whose reviews the combiner reads sentence by sentence (English, where it
+        has English coefficients)."""
+        return frozenset({"en"}) & self.languages
 
     def apply(self, reading: Reading) -> dict[str, np.ndarray]:
         """The combined probabilities with each dimension's polarity mass re-split by the
@@ -138,8 +146,8 @@ class Combiner:
             for lang in self.coef:
                 rows = langs == lang
                 if rows.any():
-                    out[dim][rows, 1:] = (1.0 - out[dim][rows, :1]) * polarity_shares(
-                        self.coef[lang], self.intercept[lang], x[rows], out[dim][rows])
+                    resplit(out[dim], rows, polarity_shares(
+                        self.coef[lang], self.intercept[lang], x[rows], out[dim][rows]))
         return out
 
     def save(self, directory: Path) -> Path:

@@ -131,9 +131,8 @@ class TransformerClassifier:
         (``combiner.json``) from :mod:`pipeline.models.transformer.combiner`."""
         if not self.clauses or "lang" not in reviews:
             return self.predict_texts(list(reviews["text_norm"]))
-        sentences = frozenset({"en"}) if self.combiner and self.combiner.reads_sentences(
-            "en") else frozenset()
-        reading = self.read(reviews, sentences)
+        reading = self.read(reviews, self.combiner.sentence_langs if self.combiner
+                            else frozenset())
         return self.combiner.apply(reading) if self.combiner else reading.combined
 
     def read(self, reviews: pd.DataFrame,
