@@ -77,8 +77,8 @@ class Settings(BaseSettings):
 
     model: str = Field(
         "default",
-        description="'default' (shipped distilled transformer + baseline), 'accurate' (its 6-layer "
-        "teacher + baseline, half the speed), 'baseline', or a model folder",
+        description="'default' (shipped distilled transformer + baseline), 'accurate' (6 layers, "
+        "the same recipe + baseline, half the speed), 'baseline', or a model folder",
     )
     device: str = Field("cpu", description="torch device for the transformer: cpu, cuda, cuda:1")
     quantize: bool | None = Field(

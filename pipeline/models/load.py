@@ -20,8 +20,8 @@ def resolve(spec: str | Path) -> Path:
     to a folder.
 
     ``default`` is the shipped transformer (the fast distilled student) when present, otherwise
-    the baseline; ``accurate`` is the 6-layer model it was distilled from (half the speed,
-    better dimension detection); ``transformer`` is another name for ``default``.
+    the baseline; ``accurate`` is a 6-layer model trained with the same recipe (half the speed,
+    better on mixed reviews); ``transformer`` is another name for ``default``.
     """
     root = models_dir()
     spec = str(spec)
