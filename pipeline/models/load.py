@@ -101,15 +101,47 @@ def load(spec: str | Path, settings: Settings | None = None, *,
         if classifier.combiner:  # other predictions: another version, another score cache
             classifier.version += "+" + classifier.combiner.tag
     extra = classifier.meta.get("ensemble")
-    if not (ensemble and extra):
-        return classifier
-    from pipeline.models.baseline import BaselineModel
-    from pipeline.models.ensemble import EnsembleClassifier
+    routes = classifier.meta.get("routes")
+    if ensemble and extra:
+        from pipeline.models.baseline import BaselineModel
+        from pipeline.models.ensemble import EnsembleClassifier
 
-    baseline = BaselineModel.load((path / extra["baseline"]).resolve())
-    weight = extra["weight"]
-    return EnsembleClassifier(classifier, baseline,
-                              weight if isinstance(weight, dict) else float(weight))
+        baseline = BaselineModel.load((path / extra["baseline"]).resolve())
+        weight = extra["weight"]
+        classifier = EnsembleClassifier(classifier, baseline,
+                                        weight if isinstance(weight, dict) else float(weight))
+    if ensemble and combiner and routes:
+        return _routed(classifier, path, routes, settings)
+    return classifier
+
+
+def _routed(main: Classifier, path: Path, routes: dict[str, str],
+            settings: Settings) -> Classifier:
+    """``main`` with the folders of ``routes`` (``{lang: folder relative to path}``) for the
+    reviews of their languages (:mod:`pipeline.models.routed`); a route folder must hold a
+    model and is loaded when first needed."""
+    import hashlib
+    import json
+
+    from pipeline.models.routed import RoutedClassifier
+
+    folders = {lang: (path / sub).resolve() for lang, sub in routes.items()}
+    versions = {}
+    for lang, folder in folders.items():
+        if kind(folder) != "transformer":
+            raise ModelNotFound(f"{path}: route {lang!r} names {folder}, which holds no "
+                                "transformer model")
+        # the folder's version and a digest of its settings and combiner: a refitted route
+        # is another model version (another score cache)
+        digest = hashlib.sha1()
+        for name in ("revsat_model.json", "combiner.json"):
+            if (folder / name).is_file():
+                digest.update((folder / name).read_bytes())
+        meta = json.loads((folder / "revsat_model.json").read_text(encoding="utf-8"))
+        versions[lang] = f"{meta.get('version', folder.name)}-{digest.hexdigest()[:8]}"
+    return RoutedClassifier(
+        main, {lang: (lambda f=folder: load(f, settings)) for lang, folder in folders.items()},
+        versions)
 
 
 def _transformer(directory: Path, settings: Settings):

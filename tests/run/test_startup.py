@@ -131,3 +131,14 @@ def test_two_installs_sharing_prefect_home_keep_their_own_servers(tmp_path, monk
         assert local_server.ensure_local_server(idle_minutes=1) == first
     finally:
         assert local_server.stop_local_server()
+
+
+def test_bench_loads_the_model_in_a_child_before_timing(tiny_baseline_dir):
+    """The bench's warm-up (where a fresh machine exports the ONNX graph) runs in a child
+    process and fails loudly for a model that does not load."""
+    from pipeline.config import Settings
+    from revsat.bench import warm_model
+
+    assert warm_model(str(tiny_baseline_dir), Settings(model=str(tiny_baseline_dir))) > 0
+    with pytest.raises(subprocess.CalledProcessError):
+        warm_model(str(tiny_baseline_dir / "missing"), Settings())

@@ -5,9 +5,9 @@ The graph is keyed by the SHA-256 of the model folder's ``model.safetensors`` an
 ``config.json`` (and :data:`EXPORT_FORMAT`). It is looked up, in order, in the model folder's
 ``onnx/`` subfolder (a model packaged with its graph) and in the cache
 (``Settings.cache_dir``/onnx, by default ``~/.cache/revsat/onnx``). When neither holds it, it
-is exported once (:func:`export_folder`, which needs torch) into the cache; ``revsat
-export-onnx`` and :func:`package` (after training) do that when a model is
-packaged, so a scoring run only reads it.
+is exported once (:func:`export_folder`, which needs torch) into the cache: by
+:func:`package` right after training, else by the first load on a machine (the first
+``revsat score``, ``make demo`` on a fresh clone); every later run only reads it.
 
 The export is generic: whatever ``nn.Module`` the folder loads into is traced with
 ``(input_ids, attention_mask)``; a dict of outputs (one block of logits per head) becomes one
