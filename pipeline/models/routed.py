@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.models.heads import Classifier
+from pipeline.models.transformer.clauses import CLAUSE_LANGS
 
-#: Detected languages a route of a given language also takes.
-ROUTE_LANGS: dict[str, frozenset[str]] = {"zh": frozenset({"zh", "mixed"}),
-                                          "en": frozenset({"en"})}
+#: Detected languages a route of a given language also takes (a Chinese route: the languages
+#: clause scoring reads as Chinese).
+ROUTE_LANGS: dict[str, frozenset[str]] = {"zh": CLAUSE_LANGS, "en": frozenset({"en"})}
 
 
 class RoutedClassifier:

@@ -80,10 +80,10 @@ def test_shipped_default_reads_chinese_with_its_chinese_route_and_english_with_i
         "物流很快，质量一般，客服态度太差了"]}))
     assert (route / "README.md").is_file()
     assert sum(f.stat().st_size for f in route.iterdir()) <= 60e6
-    routed = load("default").predict_batch(rows)
-    alone = load(route).predict_batch(rows)
     own = load("default")
     assert isinstance(own, RoutedClassifier)
+    routed = own.predict_batch(rows)
+    alone = load(route).predict_batch(rows)
     main = own.main.predict_batch(rows)
     zh = (rows["lang"] != "en").to_numpy()
     assert zh.tolist() == [True, False, True]
