@@ -705,6 +705,25 @@ def fit_combiner_cmd(
     typer.echo(f"written {path}")
 
 
+@app.command("average-models")
+def average_models_cmd(
+    first: Annotated[Path, typer.Argument(help="model folder to start from (its tokenizer, "
+                                                "settings and combiner are kept)")],
+    second: Annotated[Path, typer.Argument(help="a model fine-tuned from FIRST")],
+    out: Annotated[Path, typer.Option(help="folder to write")],
+    version: Annotated[str, typer.Option(help="version of the averaged model")],
+    weight: Annotated[float, typer.Option(help="SECOND's share of every weight")] = 0.5,
+) -> None:
+    """Average two transformer folders weight by weight, (1 - WEIGHT) x FIRST + WEIGHT x
+    SECOND (a model soup; SECOND must be fine-tuned from FIRST), into OUT."""
+    _setup_logging(False)
+    from pipeline.training.soup import average_models
+
+    with _errors():
+        written = average_models(first, second, weight, out, version)
+    typer.echo(f"written {written}: {1 - weight:g} x {first} + {weight:g} x {second}")
+
+
 @app.command()
 def bench(
     rows: Annotated[int, typer.Option(help="reviews in the generated input")] = 100_000,

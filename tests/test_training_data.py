@@ -225,3 +225,31 @@ def test_combiner_rows_are_dev_split_reviews_never_contrast_ones(monkeypatch, tm
                         lambda df: df.assign(split=["dev", "test", "dev", "train"][: len(df)]))
     monkeypatch.setattr(data, "contrast_rows", lambda shared: contrast)
     assert data.combiner_labelled_rows(tmp_path)["id"].tolist() == ["waimai_10k-0"]
+
+
+def test_written_test_reviews_never_reach_training(monkeypatch, tmp_path):
+    from pipeline.training import data
+
+    written = data.written_test_rows()
+    monkeypatch.setattr(data, "contrast_rows", lambda shared: pd.DataFrame(
+        columns=["id", "text", "split"]))
+    rows = ROWS.assign(text=[written["text"].iloc[0], *ROWS["text"][1:]])
+    kept = drop_held_out(rows, tmp_path)
+    assert set(kept["id"]) == set(ROWS["id"]) - {"r0"}
+
+
+def test_the_written_test_set_is_labelled_to_the_guidelines():
+    from pipeline.catalog import DIM_LABELS, SENTIMENTS
+    from pipeline.training.data import extra_rows, written_test_rows
+
+    written = written_test_rows()
+    assert len(written) == 240 and written["id"].is_unique
+    assert set(written["lang_gold"]) == {"zh", "en"}
+    assert set(written["sentiment"]) <= set(SENTIMENTS)
+    for dim in DIMENSIONS:
+        assert set(written[dim]) <= set(DIM_LABELS)
+    # privacy in every polarity in both languages: the dimension the corpora lack
+    for lang in ("zh", "en"):
+        assert set(written.loc[written["lang_gold"] == lang, "privacy"]) == set(DIM_LABELS)
+    # evaluation only: no training file holds one of its texts
+    assert not set(written["text"]) & set(extra_rows()["text"])

@@ -106,7 +106,11 @@ def load(spec: str | Path, settings: Settings | None = None, *,
         from pipeline.models.baseline import BaselineModel
         from pipeline.models.ensemble import EnsembleClassifier
 
-        baseline = BaselineModel.load((path / extra["baseline"]).resolve())
+        folder = (path / extra["baseline"]).resolve()
+        if kind(folder) != "baseline":  # a model folder copied without its baseline
+            raise ModelNotFound(f"{path}: averages with the baseline {extra['baseline']!r}, but "
+                                f"{folder} holds no baseline model (model.json + weights.npz)")
+        baseline = BaselineModel.load(folder)
         weight = extra["weight"]
         classifier = EnsembleClassifier(classifier, baseline,
                                         weight if isinstance(weight, dict) else float(weight))

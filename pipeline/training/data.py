@@ -1,6 +1,7 @@
 """Training and evaluation sets assembled from the shared corpora, the seed labels, the
 project's own labels of corpus rows (``data/labels/``), its hand-written examples
-(``data/train_extra/``) and its contrast set (``data/contrast/``, evaluation only).
+(``data/train_extra/``), its contrast set (``data/contrast/``, evaluation only) and its written
+test set (``data/written_test/``, evaluation only).
 
 Held-out rows are the ``test`` split of :func:`pipeline.training.corpora.add_split` (by
 normalised text, so duplicates never straddle splits) and every contrast-set review: no
@@ -178,13 +179,26 @@ def contrast_rows(shared: Path) -> pd.DataFrame:
     return labels.merge(texts, on="id", how="inner", validate="one_to_one")
 
 
+def written_test_rows() -> pd.DataFrame:
+    """The written test set (``data/written_test/*.jsonl``: reviews written for the project,
+    with their text, each labelled by two annotators; evaluation only), ``split`` ``test``.
+    Reviews mixing English words into Chinese count as Chinese (``lang_gold``)."""
+    files = sorted((data_dir() / "written_test").glob("*.jsonl"))
+    frames = [pd.read_json(f, lines=True, dtype={"id": str}) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS, "split"])
+    rows = pd.concat(frames, ignore_index=True).assign(split="test", corpus="revsat_written")
+    return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
+
+
 def drop_held_out(rows: pd.DataFrame, shared: Path) -> pd.DataFrame:
-    """``rows`` without any contrast-set review: by id and by normalised text, since the
-    corpora repeat texts under other ids."""
+    """``rows`` without any contrast-set review (by id and by normalised text, since the
+    corpora repeat texts under other ids) nor any text of the written test set."""
     held = contrast_rows(shared)
-    if held.empty or rows.empty:
+    written = written_test_rows()
+    if (held.empty and written.empty) or rows.empty:
         return rows
-    keys = set(held["text"].map(text_key))
+    keys = set(held["text"].map(text_key)) | set(written["text"].map(text_key))
     keep = ~rows["id"].astype(str).isin(set(held["id"])) & ~rows["text"].map(text_key).isin(keys)
     return rows[keep].reset_index(drop=True)
 

@@ -17,7 +17,13 @@ from pipeline.config import Settings
 from pipeline.models.heads import Classifier
 from pipeline.models.load import load
 from pipeline.text.preprocess import preprocess
-from pipeline.training.data import contrast_rows, dimension_rows, require_shared, sentiment_rows
+from pipeline.training.data import (
+    contrast_rows,
+    dimension_rows,
+    require_shared,
+    sentiment_rows,
+    written_test_rows,
+)
 from pipeline.training.metrics import (
     ACSA_STATS,
     acsa_counts,
@@ -37,8 +43,8 @@ from pipeline.training.metrics import (
 
 def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Preprocessed test rows: (sentiment rows, dimension rows). The dimension rows are the
-    seed test rows and the contrast set's rows (dev and test, column ``set`` says which:
-    ``seed``, ``contrast-dev``, ``contrast-test``)."""
+    seed test rows, the contrast set's rows (dev and test) and the written test set (column
+    ``set`` says which: ``seed``, ``contrast-dev``, ``contrast-test``, ``written-test``)."""
     sent = sentiment_rows(shared, max_train=0)
     sent = sent[sent["split"] == "test"]
     if max_per_corpus:
@@ -50,6 +56,8 @@ def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFr
     contrast = contrast.assign(set="contrast-" + contrast["split"])
     # the corpus's language, not the detector's (which reads mixed zh/en reviews either way)
     dims = pd.concat([dims, contrast], ignore_index=True).assign(lang_gold=lambda d: d["lang"])
+    written = written_test_rows().assign(set="written-test")
+    dims = pd.concat([dims, written], ignore_index=True)
     return preprocess(sent.reset_index(drop=True)), preprocess(dims)
 
 

@@ -69,6 +69,13 @@ def test_a_route_to_a_folder_without_a_model_is_a_clear_error(tmp_path):
         load(folder)
 
 
+def test_a_model_folder_copied_without_its_baseline_is_a_clear_error(tmp_path):
+    folder = tmp_path / "default"  # ../baseline, which its revsat_model.json names, is missing
+    shutil.copytree(models_dir() / "default", folder)
+    with pytest.raises(ModelNotFound, match="holds no baseline model"):
+        load(folder)
+
+
 @pytest.mark.skipif(not (models_dir() / "default" / "model.safetensors").is_file(),
                     reason="no shipped default")
 def test_shipped_default_reads_chinese_with_its_chinese_route_and_english_with_its_own():

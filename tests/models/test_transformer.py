@@ -90,6 +90,24 @@ def test_onnx_backend_equals_torch(tiny_model_dir):
         resolve_backend("onnx", "cuda")
 
 
+def test_onnx_sessions_of_a_process_share_one_memory_arena(tiny_model_dir):
+    from pipeline.models.transformer import onnx as ox
+    from pipeline.models.transformer.backends import onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    assert ox.share_arena() and ox.share_arena()  # registered once, then reused
+    data = preprocess(sample_labelled())
+    first, second = (load_classifier(str(tiny_model_dir), Settings(backend="onnx"))
+                     for _ in range(2))
+    for clf in (first, second):
+        options = clf.backend.runner.session.get_session_options()
+        assert options.get_session_config_entry("session.use_env_allocators") == "1"
+    a, b = first.predict_batch(data), second.predict_batch(data)
+    for name in a:  # one arena for both sessions, each still computes its own outputs
+        np.testing.assert_array_equal(a[name], b[name])
+
+
 def test_bf16_format_runs_the_torch_module_under_autocast_close_to_fp32(tiny_model_dir):
     from pipeline.models.load import inference_info
 
@@ -472,3 +490,40 @@ def test_default_reads_a_courier_complaint_beside_praise_for_the_product():
     labels = {d: np.asarray(DIM_LABELS)[probs[d].argmax(axis=1)] for d in DIMENSIONS}
     assert list(labels["logistics"]) == ["negative"] * 3
     assert list(labels["quality"]) == ["positive"] * 3
+
+
+def test_average_models_mixes_every_weight_and_keeps_both_manifests(tiny_model_dir, tmp_path):
+    import gzip
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.errors import SettingsError
+    from pipeline.training.soup import average_models
+
+    first, second = tmp_path / "first", tmp_path / "second"  # second: "fine-tuned" from first
+    shutil.copytree(tiny_model_dir, first)
+    shutil.copytree(tiny_model_dir, second)
+    first_w = load_file(first / "model.safetensors")
+    save_file({k: (v.float() + 1.0).to(v.dtype) for k, v in first_w.items()},
+              second / "model.safetensors")
+    (first / "training_manifest.json").write_text(json.dumps({"train": ["a", "b"]}))
+    (second / "training_manifest.json").write_text(json.dumps({"train": ["b", "c"]}))
+    out = average_models(first, second, 0.25, tmp_path / "soup", "tiny-soup")
+    mixed = load_file(out / "model.safetensors")
+    for k, v in first_w.items():  # within the 16-bit storage's rounding of both parents
+        assert mixed[k].dtype == v.dtype
+        np.testing.assert_allclose(mixed[k].float().numpy(), v.float().numpy() + 0.25,
+                                   rtol=1e-2, atol=1e-2)
+    meta = json.loads((out / "revsat_model.json").read_text())
+    assert meta["version"] == "tiny-soup" and meta["soup"]["second_weight"] == 0.25
+    with gzip.open(out / "training_manifest.json.gz", "rt") as fh:
+        train_ids = set(json.load(fh)["train"])
+    assert train_ids == {"a", "b", "c"}
+    assert not (out / "training_manifest.json").exists()  # only the merged, gzipped one
+    assert load_classifier(str(out)).predict_batch(preprocess(sample_labelled().head(5)))
+    with pytest.raises(SettingsError, match="must lie in"):
+        average_models(first, second, 1.5, tmp_path / "x", "v")
+    save_file({k: v[:1].contiguous() for k, v in first_w.items()}, second / "model.safetensors")
+    with pytest.raises(SettingsError, match="differ in architecture"):
+        average_models(first, second, 0.5, tmp_path / "x", "v")

@@ -20,6 +20,7 @@ offered by ONNX Runtime's x86 CPU kernels (see README, Performance).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -196,6 +197,8 @@ class OnnxRunner:
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        if share_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
         self.path = path
         self.format = fmt
         self.quantized = fmt == "int8"
@@ -215,6 +218,26 @@ class OnnxRunner:
         if "logits" in out:
             return out["logits"]
         return np.concatenate([out[name] for name in heads], axis=1)
+
+
+@functools.cache
+def share_arena() -> bool:
+    """Register one CPU memory arena on ONNX Runtime's environment for every session of this
+    process to share (once; false where ONNX Runtime refuses, each session then keeps its own).
+
+    Each session's own arena keeps its largest batch's memory for the life of the session, so
+    the default and its Chinese route held two such peaks: with one shared arena the routed
+    default peaked at 963 MB instead of 1,301 MB over 5,000 reviews of realistic lengths, at
+    the same speed (AMD EPYC, avx512_bf16, 2 cores; arenas off: 1,091 MB but 40 % slower)."""
+    import onnxruntime as ort
+
+    try:
+        cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))
+    except Exception:  # an older ONNX Runtime, or an arena registered by the host program
+        return False
+    return True
 
 
 def available_cores() -> int:
