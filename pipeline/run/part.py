@@ -97,6 +97,9 @@ def release_classifiers() -> None:
     import ctypes
     import gc
 
+    onnx = sys.modules.get("pipeline.models.transformer.onnx")  # never imported for it
+    if onnx is not None:  # the sessions' shared arena outlives them: empty it while one lives
+        onnx.shrink_arena()
     _classifier.cache_clear()
     gc.collect()
     try:  # glibc keeps freed heap pages; hand them back (109 MB more after the default model)

@@ -106,6 +106,10 @@ def test_onnx_sessions_of_a_process_share_one_memory_arena(tiny_model_dir):
     a, b = first.predict_batch(data), second.predict_batch(data)
     for name in a:  # one arena for both sessions, each still computes its own outputs
         np.testing.assert_array_equal(a[name], b[name])
+    assert ox.shrink_arena()  # a live session hands the arena's free memory back
+    after = first.predict_batch(data)
+    for name in a:  # and the sessions run on as before
+        np.testing.assert_array_equal(a[name], after[name])
 
 
 def test_bf16_format_runs_the_torch_module_under_autocast_close_to_fp32(tiny_model_dir):
