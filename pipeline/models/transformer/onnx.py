@@ -258,7 +258,9 @@ def share_arena() -> bool:
     Each session's own arena keeps its largest batch's memory for the life of the session, so
     the default and its Chinese route held two such peaks: with one shared arena the routed
     default peaked at 963 MB instead of 1,301 MB over 5,000 reviews of realistic lengths, at
-    the same speed (AMD EPYC, avx512_bf16, 2 cores; arenas off: 1,091 MB but 40 % slower)."""
+    the same speed (AMD EPYC, avx512_bf16, 2 cores; arenas off: 1,091 MB but 40 % slower).
+    The arena outlives the sessions: :func:`shrink_arena` empties it before a model is
+    released."""
     import onnxruntime as ort
 
     try:
