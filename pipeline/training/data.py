@@ -159,14 +159,20 @@ def combiner_labelled_rows(shared: Path) -> pd.DataFrame:
     return drop_held_out(rows[rows["split"] == "dev"], shared).reset_index(drop=True)
 
 
+def _jsonl_folder(name: str, columns: list[str]) -> pd.DataFrame:
+    """Every ``data/<name>/*.jsonl`` file as one frame (ids as strings); empty with
+    ``columns`` when the project ships none."""
+    files = sorted((data_dir() / name).glob("*.jsonl"))
+    frames = [pd.read_json(f, lines=True, dtype={"id": str}) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
 def contrast_labels() -> pd.DataFrame:
     """The contrast set's labels (``data/contrast/*.jsonl``: id, split, sentiment, dimensions,
     how the label was reached); empty when the project ships none."""
-    files = sorted((data_dir() / "contrast").glob("*.jsonl"))
-    frames = [pd.read_json(f, lines=True, dtype={"id": str}) for f in files]
-    if not frames:
-        return pd.DataFrame(columns=["id", "split", "sentiment", *DIMENSIONS, "labels"])
-    return pd.concat(frames, ignore_index=True)
+    return _jsonl_folder("contrast", ["id", "split", "sentiment", *DIMENSIONS, "labels"])
 
 
 def contrast_rows(shared: Path) -> pd.DataFrame:
@@ -183,11 +189,8 @@ def written_test_rows() -> pd.DataFrame:
     """The written test set (``data/written_test/*.jsonl``: reviews written for the project,
     with their text, each labelled by two annotators; evaluation only), ``split`` ``test``.
     Reviews mixing English words into Chinese count as Chinese (``lang_gold``)."""
-    files = sorted((data_dir() / "written_test").glob("*.jsonl"))
-    frames = [pd.read_json(f, lines=True, dtype={"id": str}) for f in files]
-    if not frames:
-        return pd.DataFrame(columns=["id", "lang", "text", "sentiment", *DIMENSIONS, "split"])
-    rows = pd.concat(frames, ignore_index=True).assign(split="test", corpus="revsat_written")
+    rows = _jsonl_folder("written_test", ["id", "lang", "text", "sentiment", *DIMENSIONS])
+    rows = rows.assign(split="test", corpus="revsat_written")
     return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
 
 

@@ -32,9 +32,12 @@ def average_models(first: Path, second: Path, weight: float, out: Path,
 
     if not 0.0 <= weight <= 1.0:
         raise SettingsError(f"--weight {weight}: the second model's share must lie in [0, 1]")
+    from pipeline.models.load import kind
+
     for folder in (first, second):
-        if not (folder / WEIGHTS).is_file() or not (folder / META).is_file():
-            raise ModelNotFound(f"{folder} holds no transformer model ({WEIGHTS} and {META})")
+        if kind(folder) != "transformer" or not (folder / META).is_file():
+            raise ModelNotFound(f"{folder} holds no transformer model (config.json, {WEIGHTS} "
+                                f"and {META})")
     if out.resolve() in (first.resolve(), second.resolve()):
         raise SettingsError(f"--out {out} is one of the models being averaged")
     a, b = load_file(first / WEIGHTS), load_file(second / WEIGHTS)
