@@ -13,7 +13,8 @@ from pipeline.training.arguments import TrainConfig
 from pipeline.training.card import write_model_card
 from pipeline.training.data import label_counts, require_shared, training_sets
 from pipeline.training.evaluate import evaluate_models
-from pipeline.training.trainer import train, write_manifest
+from pipeline.training.manifest import write_manifest
+from pipeline.training.trainer import train
 
 _TASK = {"cache_policy": NO_CACHE}
 
@@ -50,7 +51,8 @@ def train_model(config: TrainConfig, shared: str | None = None,
                 ", ".join(f"{k} {v}" for k, v in label_counts(train_rows).items()), len(dev_rows))
     out = Path(fine_tune(config, train_rows, dev_rows, resume))
     write_manifest(out / "training_manifest.json",
-                   {"train": train_rows.drop_duplicates("id"), "dev": dev_rows})
+                   {"train": train_rows.drop_duplicates("id"), "dev": dev_rows},
+                   inherit_from=Path(config.init_from) if config.init_from else None)
     if config.combiner:
         combine(out, shared_path)
     results = evaluate_models([str(out), compare_with], shared_path)

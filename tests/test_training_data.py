@@ -227,15 +227,15 @@ def test_combiner_rows_are_dev_split_reviews_never_contrast_ones(monkeypatch, tm
     assert data.combiner_labelled_rows(tmp_path)["id"].tolist() == ["waimai_10k-0"]
 
 
-def test_written_test_reviews_never_reach_training(monkeypatch, tmp_path):
+def test_written_test_and_dev_reviews_never_reach_training(monkeypatch, tmp_path):
     from pipeline.training import data
 
-    written = data.written_test_rows()
+    test, dev = data.written_test_rows(), data.written_dev_rows()
     monkeypatch.setattr(data, "contrast_rows", lambda shared: pd.DataFrame(
         columns=["id", "text", "split"]))
-    rows = ROWS.assign(text=[written["text"].iloc[0], *ROWS["text"][1:]])
+    rows = ROWS.assign(text=[test["text"].iloc[0], dev["text"].iloc[0], *ROWS["text"][2:]])
     kept = drop_held_out(rows, tmp_path)
-    assert set(kept["id"]) == set(ROWS["id"]) - {"r0"}
+    assert set(kept["id"]) == set(ROWS["id"]) - {"r0", "r1"}
 
 
 def test_the_written_test_set_is_labelled_to_the_guidelines():
@@ -253,3 +253,18 @@ def test_the_written_test_set_is_labelled_to_the_guidelines():
         assert set(written.loc[written["lang_gold"] == lang, "privacy"]) == set(DIM_LABELS)
     # evaluation only: no training file holds one of its texts
     assert not set(written["text"]) & set(extra_rows()["text"])
+
+
+def test_the_written_dev_set_mixes_dimensions_and_is_never_trained_on():
+    from pipeline.catalog import DIM_LABELS, SENTIMENTS
+    from pipeline.training.data import extra_rows, written_dev_rows, written_test_rows
+
+    dev = written_dev_rows()
+    assert len(dev) == 154 and dev["id"].is_unique and set(dev["lang_gold"]) == {"en"}
+    assert set(dev["split"]) == {"dev"} and set(dev["sentiment"]) <= set(SENTIMENTS)
+    for dim in DIMENSIONS:
+        assert set(dev[dim]) <= set(DIM_LABELS)
+    # what it is for: logistics complaints next to praise of the product, and the reverse
+    assert ((dev["logistics"] == "negative") & (dev["quality"] == "positive")).sum() >= 50
+    assert ((dev["logistics"] == "positive") & (dev["quality"] == "negative")).sum() >= 25
+    assert not set(dev["text"]) & (set(extra_rows()["text"]) | set(written_test_rows()["text"]))

@@ -1,17 +1,18 @@
 """Fit a model folder's polarity combiner (:mod:`pipeline.models.transformer.combiner`).
 
 Rows, none of them trained on by the network: the dev splits of the contrast set (mixed
-reviews) and of the seed labels (mostly single-topic reviews), and the reviews of the corpora's
-dev split labelled for this (``data/combiner_labels/``, half of them mixed); the test splits
-stay untouched for ``revsat evaluate``. The combiner is fitted on the rows of :data:`FIT_ON`;
-the others judge it. Per language, a grid of modes (:data:`GRID_CLASSES`), regularisation
-strengths and seed-row weights is scored by 5-fold cross-validation over reviews; the choice
-maximises the mixed-review figures (mean of contrast accuracy, tuple F1 and complaint F1, on
-the contrast dev rows and on the labelled dev rows, averaged) among the settings whose tuple F1
-on the seed dev rows and on the labelled dev rows stays within ``max_seed_drop`` of the clause
-rule's, so single-topic reviews (most of a real export) pay nothing for the mixed ones. A
-language where no setting beats the clause rule gets no combiner.
-"""
+reviews) and of the seed labels (mostly single-topic reviews), the reviews of the corpora's
+dev split labelled for this (``data/combiner_labels/``, half of them mixed), and the project's
+written reviews (``data/train_extra/``) that the network's training manifest does not list;
+the test splits stay untouched for ``revsat evaluate``. The combiner is fitted on the rows of
+:data:`FIT_ON`; the others judge it. Per language, a grid of modes (:data:`GRID_CLASSES`),
+regularisation strengths and seed-row weights is scored by 5-fold cross-validation over
+reviews; the choice maximises the mixed-review figures (mean of contrast accuracy, tuple F1
+and complaint F1, on the contrast dev rows, the labelled dev rows and the unseen written
+rows, averaged) among the settings whose tuple F1 on the seed dev rows and on the labelled
+dev rows stays within ``max_seed_drop`` of the clause rule's, so single-topic reviews (most
+of a real export) pay nothing for the mixed ones. A language where no setting beats the
+clause rule gets no combiner."""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ from pipeline.training.data import (
     combiner_labelled_rows,
     contrast_rows,
     dimension_rows,
+    extra_rows,
     require_shared,
 )
+from pipeline.training.manifest import trained_ids
 from pipeline.training.metrics import acsa_counts, acsa_metrics, predicted_labels
 
 log = logging.getLogger("revsat")
@@ -55,21 +58,30 @@ GRID_CLASSES: tuple[int, ...] = (3, 2)
 #: seed rows'. The labelled corpus dev rows are held out from the fit and judge it: the contrast
 #: set keeps only reviews whose labels differ from their overall sentiment, so a fit on it can
 #: learn that base rate and over-read neutral in ordinary reviews; the labelled rows, sampled
-#: without looking at their labels, show where it does (README, Models).
-FIT_ON: tuple[str, ...] = ("contrast", "seed")
+#: without looking at their labels, show where it does (README, Models). Written reviews the
+#: network never saw are fitted on too: most of them praise one dimension and criticise
+#: another, the case the combiner exists for, and the contrast set has few such in English.
+FIT_ON: tuple[str, ...] = ("contrast", "seed", "written")
+#: The sets a choice is judged on for mixed reviews (:func:`_mixed_score`).
+MIXED_SETS: tuple[str, ...] = ("contrast", "labelled", "written")
+SETS: tuple[str, ...] = ("contrast", "seed", "labelled", "written")
 
 
-def dev_rows(shared: Path) -> pd.DataFrame:
-    """Contrast dev, seed dev and labelled corpus dev rows, preprocessed, with ``set``
-    (``contrast`` / ``seed`` / ``labelled``)."""
+def dev_rows(shared: Path, trained: set[str] | None = None) -> pd.DataFrame:
+    """Contrast dev, seed dev and labelled corpus dev rows, and the written reviews whose ids
+    ``trained`` (the network's training manifest) does not hold, preprocessed, with ``set``
+    (``contrast`` / ``seed`` / ``labelled`` / ``written``). Without a manifest no written
+    review counts as unseen."""
     contrast = contrast_rows(shared)
     contrast = contrast[contrast["split"] == "dev"].assign(set="contrast")
     seed = dimension_rows(shared)
     seed = seed[seed["split"] == "dev"].assign(set="seed")
     labelled = combiner_labelled_rows(shared).assign(set="labelled")
     labelled = labelled[~labelled["id"].isin(set(seed["id"]))]
-    return preprocess(pd.concat([contrast, seed, labelled], ignore_index=True)
-                      ).reset_index(drop=True)
+    written = extra_rows().assign(set="written")
+    written = written[~written["id"].isin(trained)] if trained is not None else written[:0]
+    return preprocess(pd.concat([contrast, seed, labelled, written.drop(columns="lang")],
+                                ignore_index=True)).reset_index(drop=True)
 
 
 def _language(rows: pd.DataFrame) -> np.ndarray:
@@ -81,7 +93,7 @@ def _figures(rows: pd.DataFrame, probs: dict[str, np.ndarray], keep: np.ndarray)
     """Figures of ``probs`` per set (contrast, seed, labelled) on the rows ``keep``."""
     pred = predicted_labels(probs)
     out = {}
-    for name in ("contrast", "seed", "labelled"):
+    for name in SETS:
         part = keep & (rows["set"].to_numpy() == name)
         if not part.any():
             continue
@@ -91,9 +103,9 @@ def _figures(rows: pd.DataFrame, probs: dict[str, np.ndarray], keep: np.ndarray)
 
 
 def _mixed_score(fig: dict) -> float:
-    """Mean of contrast accuracy, tuple F1 and complaint F1, averaged over the contrast and
-    the labelled rows."""
-    parts = [fig[k] for k in ("contrast", "labelled") if k in fig]
+    """Mean of contrast accuracy, tuple F1 and complaint F1, averaged over the sets of
+    :data:`MIXED_SETS` present."""
+    parts = [fig[k] for k in MIXED_SETS if k in fig]
     return float(np.mean([(c["contrast_accuracy"] + c["tuple_f1"] + c["complaint_f1"]) / 3
                           for c in parts]))
 
@@ -138,7 +150,7 @@ def fit_combiner(model: str | Path, shared: Path | str | None = None, *,
     (see module doc); the other dev rows only judge the choice."""
     model = resolve(model)  # a missing model folder is reported before the corpora are read
     shared = require_shared(shared)
-    rows = dev_rows(shared)
+    rows = dev_rows(shared, trained_ids(model))
     clf = load(model, Settings(), ensemble=False, combiner=False)
     log.info("reading %d dev reviews (whole, clauses, sentences)", len(rows))
     reading = clf.read(rows, frozenset({"en"}))
@@ -186,7 +198,7 @@ def fit_combiner(model: str | Path, shared: Path | str | None = None, *,
                      _brief(base))
         info["languages"][code] = summary
         info["rows"][code] = {k: int((rows["set"].to_numpy()[lang == code] == k).sum())
-                              for k in ("contrast", "seed", "labelled")}
+                              for k in SETS}
     return Combiner(coef, intercept, info)
 
 

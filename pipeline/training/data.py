@@ -194,11 +194,20 @@ def written_test_rows() -> pd.DataFrame:
     return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
 
 
+def written_dev_rows() -> pd.DataFrame:
+    """The written dev set (``data/written_dev/*.jsonl``: English reviews written for the
+    project that praise one dimension and criticise another, each labelled by two annotators;
+    evaluation and model choice only, never trained on), ``split`` ``dev``."""
+    rows = _jsonl_folder("written_dev", ["id", "lang", "text", "sentiment", *DIMENSIONS])
+    rows = rows.assign(split="dev", corpus="revsat_written")
+    return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
+
+
 def drop_held_out(rows: pd.DataFrame, shared: Path) -> pd.DataFrame:
     """``rows`` without any contrast-set review (by id and by normalised text, since the
-    corpora repeat texts under other ids) nor any text of the written test set."""
+    corpora repeat texts under other ids) nor any text of the written test and dev sets."""
     held = contrast_rows(shared)
-    written = written_test_rows()
+    written = pd.concat([written_test_rows(), written_dev_rows()], ignore_index=True)
     if (held.empty and written.empty) or rows.empty:
         return rows
     keys = set(held["text"].map(text_key)) | set(written["text"].map(text_key))

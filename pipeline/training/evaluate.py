@@ -22,6 +22,7 @@ from pipeline.training.data import (
     dimension_rows,
     require_shared,
     sentiment_rows,
+    written_dev_rows,
     written_test_rows,
 )
 from pipeline.training.metrics import (
@@ -43,8 +44,9 @@ from pipeline.training.metrics import (
 
 def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Preprocessed test rows: (sentiment rows, dimension rows). The dimension rows are the
-    seed test rows, the contrast set's rows (dev and test) and the written test set (column
-    ``set`` says which: ``seed``, ``contrast-dev``, ``contrast-test``, ``written-test``)."""
+    seed test rows, the contrast set's rows (dev and test) and the written test and dev sets
+    (column ``set`` says which: ``seed``, ``contrast-dev``, ``contrast-test``, ``written-test``,
+    ``written-dev``)."""
     sent = sentiment_rows(shared, max_train=0)
     sent = sent[sent["split"] == "test"]
     if max_per_corpus:
@@ -56,7 +58,8 @@ def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFr
     contrast = contrast.assign(set="contrast-" + contrast["split"])
     # the corpus's language, not the detector's (which reads mixed zh/en reviews either way)
     dims = pd.concat([dims, contrast], ignore_index=True).assign(lang_gold=lambda d: d["lang"])
-    written = written_test_rows().assign(set="written-test")
+    written = pd.concat([written_test_rows().assign(set="written-test"),
+                         written_dev_rows().assign(set="written-dev")], ignore_index=True)
     dims = pd.concat([dims, written], ignore_index=True)
     return preprocess(sent.reset_index(drop=True)), preprocess(dims)
 

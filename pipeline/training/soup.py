@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 
 from pipeline.errors import ModelNotFound, SettingsError
+from pipeline.training.manifest import MANIFEST, MANIFEST_GZ, read_manifest
 
 WEIGHTS = "model.safetensors"
 META = "revsat_model.json"
-MANIFEST = "training_manifest.json.gz"
 
 
 def average_models(first: Path, second: Path, weight: float, out: Path,
@@ -57,8 +57,8 @@ def average_models(first: Path, second: Path, weight: float, out: Path,
                      "second_weight": weight}}
     (out / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                             encoding="utf-8")
-    (out / MANIFEST.removesuffix(".gz")).unlink(missing_ok=True)
-    _merge_manifests([first, second], out / MANIFEST)
+    (out / MANIFEST).unlink(missing_ok=True)
+    _merge_manifests([first, second], out / MANIFEST_GZ)
     return out
 
 
@@ -67,13 +67,8 @@ def _merge_manifests(folders: list[Path], out: Path) -> None:
     ``training_manifest.json``, a shipped folder holds it gzipped), written gzipped."""
     parts: dict[str, set[str]] = {}
     for folder in folders:
-        for path, opener in ((folder / MANIFEST, gzip.open),
-                             (folder / MANIFEST.removesuffix(".gz"), open)):
-            if path.is_file():
-                with opener(path, "rt", encoding="utf-8") as fh:
-                    for name, ids in json.load(fh).items():
-                        parts.setdefault(name, set()).update(ids)
-                break
+        for name, ids in (read_manifest(folder) or {}).items():
+            parts.setdefault(name, set()).update(ids)
     if not parts:
         out.unlink(missing_ok=True)
         return

@@ -7,7 +7,6 @@ trained on; ``dev`` rows fit the calibration temperatures.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -35,8 +34,7 @@ from pipeline.training.calibration import expected_calibration_error, fit_temper
 log = logging.getLogger("revsat")
 IGNORE = -100
 
-__all__ = ["TrainConfig", "build_model", "calibrate", "student_from", "train",
-           "write_manifest"]
+__all__ = ["TrainConfig", "build_model", "calibrate", "student_from", "train"]
 
 
 def build_model(base: str | Path, num_layers: int | None = None) -> tuple[MultiTaskModel, object]:
@@ -336,11 +334,3 @@ def calibrate(clf: TransformerClassifier, dev_rows: pd.DataFrame,
             "temperature": round(temps[name], 3),
         }
     return temps, report
-
-
-def write_manifest(path: Path, parts: dict[str, pd.DataFrame]) -> None:
-    """Row ids used per part (texts are never copied: ids point into the shared corpora)."""
-    path.write_text(
-        json.dumps({name: sorted(map(str, df["id"])) for name, df in parts.items()}),
-        encoding="utf-8",
-    )

@@ -152,8 +152,10 @@ def test_fit_keeps_a_language_only_where_single_topic_reviews_pay_nothing(tmp_pa
             continue
         for name in ("seed", "labelled"):
             assert chosen[f"{name}_tuple_f1"] >= rule[f"{name}_tuple_f1"] - 0.01
-        mixed = [k for k in rule if k.startswith(("contrast_", "labelled_"))]
+        mixed = [k for k in rule if k.startswith(("contrast_", "labelled_", "written_"))]
         assert sum(chosen[k] for k in mixed) > sum(rule[k] for k in mixed)
+    # the default's English network never saw the privacy and 2026-12-04 mixed written reviews
+    assert fitted.info["rows"]["en"]["written"] >= 800
 
 
 def test_an_english_review_that_does_not_turn_is_not_split():
