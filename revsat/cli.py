@@ -689,9 +689,9 @@ def fit_combiner_cmd(
     model: Annotated[str, typer.Argument(help="model folder to add combiner.json to")],
     shared: Annotated[Path | None, typer.Option(help="shared corpora folder")] = None,
 ) -> None:
-    """Fit the model folder's polarity combiner on the contrast and seed dev splits (5-fold
-    cross-validated choice per language; the test splits stay held out) and write
-    ``combiner.json`` next to the weights."""
+    """Fit the model folder's polarity combiner on the contrast and seed dev splits and the
+    written reviews its training manifest does not list (5-fold cross-validated choice per
+    language; the test splits stay held out) and write ``combiner.json`` next to the weights."""
     _setup_logging(False)
     from pipeline.models.load import resolve
     from pipeline.training.combiner_fit import fit_combiner

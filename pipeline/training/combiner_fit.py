@@ -80,7 +80,7 @@ def dev_rows(shared: Path, trained: set[str] | None = None) -> pd.DataFrame:
     labelled = labelled[~labelled["id"].isin(set(seed["id"]))]
     written = extra_rows().assign(set="written")
     written = written[~written["id"].isin(trained)] if trained is not None else written[:0]
-    return preprocess(pd.concat([contrast, seed, labelled, written.drop(columns="lang")],
+    return preprocess(pd.concat([contrast, seed, labelled, written],
                                 ignore_index=True)).reset_index(drop=True)
 
 
