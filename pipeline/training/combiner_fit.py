@@ -64,6 +64,7 @@ GRID_CLASSES: tuple[int, ...] = (3, 2)
 FIT_ON: tuple[str, ...] = ("contrast", "seed", "written")
 #: The sets a choice is judged on for mixed reviews (:func:`_mixed_score`).
 MIXED_SETS: tuple[str, ...] = ("contrast", "labelled", "written")
+#: Every set of :func:`dev_rows` (figures are reported for each).
 SETS: tuple[str, ...] = ("contrast", "seed", "labelled", "written")
 
 
@@ -90,7 +91,7 @@ def _language(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _figures(rows: pd.DataFrame, probs: dict[str, np.ndarray], keep: np.ndarray) -> dict:
-    """Figures of ``probs`` per set (contrast, seed, labelled) on the rows ``keep``."""
+    """Figures of ``probs`` per set of :data:`SETS` on the rows ``keep``."""
     pred = predicted_labels(probs)
     out = {}
     for name in SETS:

@@ -1,7 +1,7 @@
 """Training and evaluation sets assembled from the shared corpora, the seed labels, the
 project's own labels of corpus rows (``data/labels/``), its hand-written examples
 (``data/train_extra/``), its contrast set (``data/contrast/``, evaluation only) and its written
-test set (``data/written_test/``, evaluation only).
+test and dev sets (``data/written_test/``, ``data/written_dev/``, evaluation only).
 
 Held-out rows are the ``test`` split of :func:`pipeline.training.corpora.add_split` (by
 normalised text, so duplicates never straddle splits) and every contrast-set review: no
@@ -185,22 +185,26 @@ def contrast_rows(shared: Path) -> pd.DataFrame:
     return labels.merge(texts, on="id", how="inner", validate="one_to_one")
 
 
+def _written_rows(folder: str, split: str) -> pd.DataFrame:
+    """Every ``data/<folder>/*.jsonl`` review written for the project (with its text and
+    labels), ``split`` as given; reviews mixing English words into Chinese count as Chinese
+    (``lang_gold``)."""
+    rows = _jsonl_folder(folder, ["id", "lang", "text", "sentiment", *DIMENSIONS])
+    rows = rows.assign(split=split, corpus="revsat_written")
+    return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
+
+
 def written_test_rows() -> pd.DataFrame:
     """The written test set (``data/written_test/*.jsonl``: reviews written for the project,
-    with their text, each labelled by two annotators; evaluation only), ``split`` ``test``.
-    Reviews mixing English words into Chinese count as Chinese (``lang_gold``)."""
-    rows = _jsonl_folder("written_test", ["id", "lang", "text", "sentiment", *DIMENSIONS])
-    rows = rows.assign(split="test", corpus="revsat_written")
-    return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
+    each labelled by two annotators; evaluation only), ``split`` ``test``."""
+    return _written_rows("written_test", "test")
 
 
 def written_dev_rows() -> pd.DataFrame:
     """The written dev set (``data/written_dev/*.jsonl``: English reviews written for the
     project that praise one dimension and criticise another, each labelled by two annotators;
     evaluation and model choice only, never trained on), ``split`` ``dev``."""
-    rows = _jsonl_folder("written_dev", ["id", "lang", "text", "sentiment", *DIMENSIONS])
-    rows = rows.assign(split="dev", corpus="revsat_written")
-    return rows.assign(lang_gold=rows["lang"].replace({"mixed": "zh"}))
+    return _written_rows("written_dev", "dev")
 
 
 def drop_held_out(rows: pd.DataFrame, shared: Path) -> pd.DataFrame:
