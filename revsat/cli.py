@@ -762,7 +762,39 @@ def bench(
 
 def main() -> None:
     """Entry point of the ``revsat`` console script."""
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _exit_now(done.code)
+        raise
+    _exit_now(0)
+
+
+def _exit_now(code: int | str | None) -> None:
+    """End the process as soon as the command is done, skipping the interpreter's teardown.
+
+    Freeing every object of a scoring run (jieba's dictionary, the ONNX sessions, pandas and
+    Prefect modules) took 0.44 s of a 4.7 s 50-review run, after all output was written. Exit
+    handlers still run (Prefect's and logging's flush), then the standard streams are flushed.
+    Only for a plain exit code, and only when no other non-daemon thread is alive (it might
+    still be writing): otherwise the normal exit runs."""
+    import atexit
+    import threading
+
+    if not (code is None or isinstance(code, int)):
+        return
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if others:
+        return
+    # atexit has no public "run now"; _run_exitfuncs is what the interpreter itself calls.
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,45 @@ def test_bench_loads_the_model_in_a_child_before_timing(tiny_baseline_dir):
     assert warm_model(str(tiny_baseline_dir), Settings(model=str(tiny_baseline_dir))) > 0
     with pytest.raises(subprocess.CalledProcessError):
         warm_model(str(tiny_baseline_dir / "missing"), Settings())
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_fast_exit_runs_exit_handlers_flushes_and_keeps_the_code():
+    done = _python("import atexit, sys; from revsat.cli import _exit_now\n"
+                   "atexit.register(lambda: print('handler ran'))\n"
+                   "print('partial line', end=''); sys.stderr.write('err');"
+                   "_exit_now(3); print('never')")
+    assert done.returncode == 3
+    assert done.stdout == "partial linehandler ran\n" and done.stderr == "err"
+
+
+def test_fast_exit_waits_for_a_live_thread_and_a_message_code():
+    live = _python("import threading, time; from revsat.cli import _exit_now\n"
+                   "t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()\n"
+                   "_exit_now(0); print('normal exit path')")
+    assert live.returncode == 0 and "normal exit path" in live.stdout
+    text = _python("from revsat.cli import _exit_now\n_exit_now('a message'); print('went on')")
+    assert "went on" in text.stdout
+
+
+def test_cli_run_is_complete_after_the_fast_exit(tmp_path, tiny_baseline_dir):
+    """A real run in a fresh process: every table written and readable, the summary printed."""
+    import duckdb
+    import pandas as pd
+    from conftest import SAMPLE
+
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "revsat.cli", "score", str(SAMPLE), "--out", str(out),
+         "--model", str(tiny_baseline_dir), "--no-progress"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reviews = pd.read_parquet(out / "reviews.parquet")
+    with duckdb.connect(str(out / "revsat.duckdb"), read_only=True) as db:
+        assert db.execute("select count(*) from reviews").fetchone()[0] == len(reviews) > 0
+    assert (out / "report.html").stat().st_size > 0
+    assert "report.html" in done.stdout
