@@ -179,14 +179,17 @@ def daily_chart(sat: pd.DataFrame, grouping: str = "day") -> str | None:
     return _png(fig)
 
 
-def trend_chart(runs: pd.DataFrame) -> str:
+def trend_chart(runs: pd.DataFrame) -> str | None:
     """Lines: index per dimension over all reviews, one point per run date, on a date axis
-    (a night without a run is a gap).
+    (a night without a run is a gap); None with fewer than 2 run dates (one point per line is
+    no trend, and the index chart already shows it).
 
     ``runs`` holds ``all``-group satisfaction rows of several runs (``run_date``, ``dimension``,
     ``index``, ``index_low``, ``index_high``); the composite's 95 % interval is shaded.
     """
     rows = runs.assign(run_date=pd.to_datetime(runs["run_date"]).dt.normalize())
+    if rows["run_date"].nunique() < 2:
+        return None
     pivot = _calendar(rows.pivot_table(index="run_date", columns="dimension", values="index"),
                       "D")
     fig, ax = _index_lines(pivot, "run date")

@@ -107,6 +107,21 @@ def test_review_text_is_escaped(tmp_path):
     assert "&lt;script&gt;" in html
 
 
+def test_trend_chart_needs_two_run_dates(tmp_path):
+    from pipeline.report import charts
+
+    html = evil_report(tmp_path).read_text(encoding="utf-8")  # one run date
+    assert 'alt="Index by run date"' not in html
+    assert "The trend chart appears from the second run date" in html
+    runs = pd.DataFrame({"run_date": ["2026-11-14", "2026-11-14", "2026-11-15"],
+                         "dimension": ["composite", "quality", "composite"],
+                         "index": [70.0, 60.0, 65.0], "index_low": [60.0, 50.0, 55.0],
+                         "index_high": [80.0, 70.0, 75.0]})
+    assert charts.trend_chart(runs[:2]) is None
+    png = base64.b64decode(charts.trend_chart(runs))
+    assert png.startswith(b"\x89PNG")
+
+
 @pytest.mark.browser
 def test_report_renders_in_chromium(chromium, two_day_runs, tmp_path):
     out, _records, _ = two_day_runs
