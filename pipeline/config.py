@@ -93,11 +93,17 @@ class Settings(BaseSettings):
     )
     numeric_format: Literal["auto", "fp32", "int8", "bf16"] = Field(
         "auto",
-        description="numeric format of the ONNX graph: auto (int8 where the CPU has int8 "
-        "dot-product instructions, avx512_vnni/amx_int8/avx_vnni, and the model folder lists int8 "
-        "among the formats that passed its accuracy check; else fp32), fp32 or int8; or bf16: "
-        "the torch module under bf16 autocast (fast where the CPU has amx_bf16). Stated in "
-        "run.json",
+        description="numeric format of the transformer: fp32 or int8 (the ONNX graph on ONNX "
+        "Runtime), bf16 (the torch module, its encoder in bfloat16), or auto: bf16 where the "
+        "CPU has amx_bf16/avx512_bf16, the model folder lists bf16 among the formats that "
+        "passed its accuracy check and the input has at least bf16_min_input_mb; else int8 on "
+        "the same terms with int8 instructions (avx512_vnni/amx_int8/avx_vnni); else fp32. "
+        "Stated with the reason in run.json",
+    )
+    bf16_min_input_mb: float = Field(
+        0.5, ge=0, description="under numeric_format auto, the input size (MB, all files of a "
+        "run) from which bf16 is chosen: below it importing torch (about 4 s) costs more than "
+        "bf16 saves (break-even near 900 reviews of about 300 bytes)",
     )
     cache_dir: Path | None = Field(
         None, description="cache of exported ONNX graphs, keyed by the weights' hash "

@@ -63,7 +63,7 @@ def naive_baseline(model_dir: Path, texts: list[str]) -> float:
 
     from pipeline.models.load import load
 
-    clf = load(model_dir, Settings(backend="torch"), ensemble=False)
+    clf = load(model_dir, Settings(backend="torch", numeric_format="fp32"), ensemble=False)
     model, tokenizer, meta = clf.module, clf.tokenizer, clf.meta
     prefix, width = meta.get("prefix", "query: "), int(meta.get("max_length", 256))
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConservationError, InputError
 from pipeline.ingest.columns import ColumnMap, find_columns, text_candidates
 from pipeline.ingest.readers import Chunk, file_digest, iter_chunks
-from pipeline.models.load import inference_info, resolve
+from pipeline.models.load import inference_info, resolve, run_format
 from pipeline.run.part import Counts, PartSpec, classifier_for, release_classifiers, score_part
 from pipeline.run.progress import RowProgress
 from pipeline.store import history
@@ -189,6 +189,17 @@ def _digest_or_none(path: Path) -> str | None:
         return None
 
 
+def _input_bytes(names: tuple[str, ...]) -> int:
+    """The size of a run's input files (unreadable ones count 0: the reader reports them)."""
+    total = 0
+    for name in names:
+        try:
+            total += Path(name).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[str],
              run_date: date | None = None, text_column: str | None = None,
              id_column: str | None = None, full: bool = False) -> RunPlan:
@@ -198,10 +209,13 @@ def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[
     out = Path(out_dir).resolve()
     inside(out, settings.duckdb_name)
     model_path = str(resolve(settings.model))
+    names = tuple(str(p) for p in inputs)
+    settings, format_reason = run_format(settings, model_path, _input_bytes(names))
     classifier = classifier_for(PartSpec("", model_path, settings.model_options(), ""))
     version, inference = classifier.version, inference_info(classifier)
     fmt = inference["numeric_format"]
-    names = tuple(str(p) for p in inputs)
+    if format_reason and fmt == settings.numeric_format:
+        inference["format_reason"] = format_reason  # why auto chose it, not "requested"
     digests = {p: _digest_or_none(Path(p)) for p in names}
     columns = settings.column_overrides()
     columns.update({k: v for k, v in (("text", text_column), ("id", id_column)) if v})

@@ -127,6 +127,55 @@ def test_bf16_format_runs_the_torch_module_under_autocast_close_to_fp32(tiny_mod
         assert (a[name].argmax(axis=1) == b[name].argmax(axis=1)).mean() > 0.95
 
 
+def test_bf16_backend_stores_linear_layers_in_bf16_with_autocasts_own_products(tiny_model_dir):
+    import torch
+
+    from pipeline.models.transformer import persistence
+    from pipeline.models.transformer.backends import TorchBackend
+
+    model, tokenizer, _ = persistence.load(tiny_model_dir)
+    reference, _, _ = persistence.load(tiny_model_dir)
+    enc = tokenizer(["快递太慢了，但是质量很好", "Great fit, slow courier."], padding=True,
+                    return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    got = TorchBackend(model, bf16=True)(ids, mask)
+    dtypes = {m.weight.dtype for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)}
+    assert dtypes == {torch.bfloat16}
+    assert model.encoder.get_input_embeddings().weight.dtype == torch.float32
+    with torch.inference_mode():  # the fp32 module under autocast alone: the same numbers
+        with torch.autocast("cpu", torch.bfloat16):
+            hidden = reference.encoder(input_ids=torch.from_numpy(ids),
+                                       attention_mask=torch.from_numpy(mask))[0]
+        want = reference.pool_heads(hidden.float(), torch.from_numpy(mask)).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bf16_batches_are_padded_to_multiples_of_16_tokens_without_changing_labels(
+        tiny_model_dir):
+    data = preprocess(sample_labelled())
+    clf = load_classifier(str(tiny_model_dir), Settings(numeric_format="bf16"))
+    assert clf.backend.pad_to == 16
+    widths = []
+    engine = clf.backend
+
+    def recording(input_ids, attention_mask):
+        widths.append(input_ids.shape[1])
+        return engine(input_ids, attention_mask)
+
+    recording.pad_to = 16
+    clf.backend = recording
+    padded = clf.predict_batch(data)
+    padded_widths = list(widths)
+    widths.clear()
+    recording.pad_to = 1
+    exact = clf.predict_batch(data)
+    assert padded_widths and all(w % 16 == 0 for w in padded_widths)
+    assert any(w % 16 for w in widths)  # unpadded, some batch is not a multiple of 16
+    for name in padded:  # masked padding: rounding-level differences only
+        np.testing.assert_allclose(padded[name], exact[name], atol=0.02)
+        assert (padded[name].argmax(axis=1) == exact[name].argmax(axis=1)).mean() > 0.97
+
+
 def test_quantize_on_onnx_runs_an_int8_graph_close_to_fp32(tiny_model_dir):
     from pipeline.models.transformer.backends import onnx_available
 

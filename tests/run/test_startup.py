@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import models_dir
+from pipeline.models.formats import choose_format
 from pipeline.models.transformer import onnx as ox
 
 shipped = pytest.mark.skipif(
@@ -19,19 +20,61 @@ shipped = pytest.mark.skipif(
 
 def test_format_choice_follows_cpu_flags_and_the_models_checked_formats():
     checked = {"formats": ["fp32", "int8"]}
-    assert ox.choose_format("auto", checked, {"avx512_vnni"})[0] == "int8"
-    assert ox.choose_format("auto", checked, {"amx_int8"})[0] == "int8"
-    assert ox.choose_format("auto", checked, {"avx2"})[0] == "fp32"  # fallback
-    assert ox.choose_format("auto", {}, {"avx512_vnni"})[0] == "fp32"  # not checked
-    assert ox.choose_format("int8", {}, set()) == ("int8", "requested")
+    assert choose_format("auto", checked, {"avx512_vnni"})[0] == "int8"
+    assert choose_format("auto", checked, {"amx_int8"})[0] == "int8"
+    assert choose_format("auto", checked, {"avx2"})[0] == "fp32"  # fallback
+    assert choose_format("auto", {}, {"avx512_vnni"})[0] == "fp32"  # not checked
+    assert choose_format("int8", {}, set()) == ("int8", "requested")
+    assert choose_format("bf16", {}, set()) == ("bf16", "requested")
     with pytest.raises(ValueError):
-        ox.choose_format("bf16", {}, set())
+        choose_format("fp16", {}, set())
+
+
+def test_auto_takes_bf16_only_where_checked_the_cpu_has_it_and_the_input_repays_torch():
+    both = {"formats": ["fp32", "bf16"]}
+    amx = {"amx_bf16", "amx_int8", "avx512_bf16"}
+    assert choose_format("auto", both, amx, input_bytes=None) == (
+        "bf16", "CPU has amx_bf16; bf16 passed the model's accuracy check")
+    assert choose_format("auto", both, {"avx512_bf16"}, input_bytes=2_000_000)[0] == "bf16"
+    fmt, why = choose_format("auto", both, amx, input_bytes=30_000, bf16_min_bytes=500_000)
+    assert fmt == "fp32" and "30,000 bytes" in why and "int8 is not among" in why
+    assert choose_format("auto", both, {"avx2"}, input_bytes=None)[0] == "fp32"
+    # a model not checked in bf16 never gets it, whatever the CPU
+    assert choose_format("auto", {"formats": ["fp32"]}, amx)[0] == "fp32"
+
+
+def test_a_run_decides_the_format_once_from_its_input_size(tmp_path, monkeypatch):
+    import json
+
+    from pipeline.config import Settings
+    from pipeline.models import formats
+    from pipeline.models.load import run_format
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_text("{}")
+    (folder / "revsat_model.json").write_text(json.dumps({"formats": ["fp32", "bf16"]}))
+    monkeypatch.setattr(formats, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    settings = Settings(model=str(folder), bf16_min_input_mb=1.0)
+    small, why = run_format(settings, folder, 40_000)
+    assert small.numeric_format == "fp32" and "too small" in why
+    big, why = run_format(settings, folder, 5_000_000)
+    assert big.numeric_format == "bf16" and big.model_options()["numeric_format"] == "bf16"
+    assert settings.numeric_format == "auto"  # the caller's settings are left as they were
+    onnx, _ = run_format(settings.model_copy(update={"backend": "onnx"}), folder, 5_000_000)
+    assert onnx.numeric_format == "fp32"  # ONNX Runtime by name: no torch bf16
+    named, why = run_format(settings.model_copy(update={"numeric_format": "fp32"}), folder, 9e9)
+    assert named.numeric_format == "fp32" and why is None
 
 
 @shipped
 def test_onnx_scoring_path_imports_no_torch_and_finds_the_cached_graph(tmp_path):
-    code = ("import sys, flows.score; from pipeline.models.load import load, inference_info; "
-            "c = load('default'); print(inference_info(c)['backend'], "
+    # what a small run loads, on any CPU: run_format keeps a 30 kB input on ONNX Runtime
+    code = ("import sys, flows.score; from pipeline.config import Settings; "
+            "from pipeline.models.load import load, inference_info, run_format; "
+            "s, _ = run_format(Settings(), 'default', 30_000); "
+            "c = load('default', s); print(inference_info(c)['backend'], "
             "'torch' in sys.modules, 'transformers' in sys.modules, "
             "'matplotlib' in sys.modules, 'sklearn' in sys.modules, 'scipy.stats' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # exports once

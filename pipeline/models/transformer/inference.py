@@ -78,12 +78,17 @@ class TransformerClassifier:
         flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
         for idx in length_batches(lengths, self.batch_size):
             t1 = time.perf_counter()
-            input_ids = np.full((len(idx), int(lengths[idx].max())), pad, np.int64)
+            step = getattr(self.backend, "pad_to", 1)  # torch bf16: multiples of 16 tokens
+            width = -(-int(lengths[idx].max()) // step) * step
+            input_ids = np.full((len(idx), width), pad, np.int64)
             for row, i in enumerate(idx):
                 input_ids[row, : lengths[i]] = rows[i]
             mask = (np.arange(input_ids.shape[1]) < lengths[idx, None]).astype(np.int64)
             flat[idx] = self.backend(input_ids, mask)
             self.seconds["model"] += time.perf_counter() - t1
+        settle = getattr(self.backend, "settle", None)  # torch: free pages back (backends.py)
+        if settle is not None:
+            settle()
         return combine_windows(split_heads(flat), owner, len(texts))
 
     def _windows(self, ids: list[list[int]]) -> tuple[list[list[int]], np.ndarray]:

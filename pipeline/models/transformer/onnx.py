@@ -13,9 +13,9 @@ The export is generic: whatever ``nn.Module`` the folder loads into is traced wi
 ``(input_ids, attention_mask)``; a dict of outputs (one block of logits per head) becomes one
 named graph output per key, a single tensor the output ``logits``.
 
-Numeric formats (:func:`choose_format`): ``fp32``; ``int8`` (ONNX Runtime's dynamic
-quantisation of the encoder's MatMuls, for CPUs with VNNI int8 dot products); ``bf16`` is not
-offered by ONNX Runtime's x86 CPU kernels (see README, Performance).
+Graph formats: ``fp32``; ``int8`` (ONNX Runtime's dynamic quantisation of the encoder's
+MatMuls, for CPUs with VNNI int8 dot products). ``bf16`` is not offered by ONNX Runtime's x86
+CPU kernels: it runs on torch (:mod:`pipeline.models.formats` chooses).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy as np
 
 from pipeline.config import default_cache_dir
 from pipeline.files import replacing
-from pipeline.hardware import FAST_FORMATS, cpu_flags
 
 log = logging.getLogger("revsat")
 
@@ -163,28 +162,6 @@ def int8_onnx(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMul",)) -> 
     finally:
         logging.getLogger().setLevel(quiet)
     return dst
-
-
-def choose_format(requested: str, meta: dict, flags: set[str] | None = None) -> tuple[str, str]:
-    """The numeric format to run and why. ``requested``: ``auto``, ``fp32`` or ``int8``.
-
-    ``auto`` picks ``int8`` only where the CPU has int8 dot-product instructions *and* the
-    model folder lists int8 among the formats that passed its accuracy check
-    (``"formats"`` in ``revsat_model.json``: set where ``revsat evaluate NAME@fp32 NAME@int8``
-    shows a cost of at most 0.5 point on every held-out figure); otherwise ``fp32``."""
-    if requested not in ("auto", *FORMATS):
-        raise ValueError(f"numeric format {requested!r}: use auto, {', '.join(FORMATS)}")
-    if requested != "auto":
-        return requested, "requested"
-    flags = cpu_flags() if flags is None else flags
-    approved = meta.get("formats") or ["fp32"]
-    has = [f for f in FAST_FORMATS["int8"] if f in flags]
-    if "int8" in approved and has:
-        return "int8", f"CPU has {has[0]}; int8 passed the model's accuracy check"
-    if has:
-        return "fp32", (f"CPU has {has[0]}, but int8 is not among the model's checked formats "
-                        f"{approved}")
-    return "fp32", "fallback (no int8 dot-product instructions)"
 
 
 class OnnxRunner:
