@@ -101,9 +101,9 @@ class Settings(BaseSettings):
         "Stated with the reason in run.json",
     )
     bf16_min_input_mb: float = Field(
-        0.5, ge=0, description="under numeric_format auto, the input size (MB, all files of a "
+        0.25, ge=0, description="under numeric_format auto, the input size (MB, all files of a "
         "run) from which bf16 is chosen: below it importing torch (about 4 s) costs more than "
-        "bf16 saves (break-even near 900 reviews of about 300 bytes)",
+        "bf16 saves (break-even between 500 and 1,000 realistic reviews, 0.13-0.25 MB)",
     )
     cache_dir: Path | None = Field(
         None, description="cache of exported ONNX graphs, keyed by the weights' hash "

@@ -42,3 +42,15 @@ def has_fast(fmt: str, flags: frozenset[str] | None = None) -> bool:
     """Whether the CPU has an instruction set that makes ``fmt`` (``bf16``/``int8``) fast."""
     flags = cpu_flags() if flags is None else flags
     return any(f in flags for f in FAST_FORMATS.get(fmt, ()))
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (``malloc_trim(0)``; glibc keeps them
+    otherwise). A no-op where the C library is not glibc."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)

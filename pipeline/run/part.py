@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from pipeline.catalog import PART_REVIEWS_SCHEMA, PREDICTION_COLUMNS, PREDICTION_FIELDS, TABLES
 from pipeline.config import DEFAULT_DUCKDB_MEMORY, Settings
+from pipeline.hardware import release_free_heap
 from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk
 from pipeline.ingest.validate import validate_chunk
@@ -94,7 +95,6 @@ def release_classifiers() -> None:
     """Drop this process's loaded classifiers (the next part loads its model again). The
     transformer holds about half a gigabyte, most of it the multilingual embedding table,
     which a large run's merge and publication can use instead."""
-    import ctypes
     import gc
 
     onnx = sys.modules.get("pipeline.models.transformer.onnx")  # never imported for it
@@ -102,10 +102,7 @@ def release_classifiers() -> None:
         onnx.shrink_arena()
     _classifier.cache_clear()
     gc.collect()
-    try:  # glibc keeps freed heap pages; hand them back (109 MB more after the default model)
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_free_heap()  # glibc keeps freed pages: 109 MB more after the default model
 
 
 def classifier_for(spec: PartSpec) -> Classifier:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.hardware import release_free_heap
 from pipeline.models.heads import HEADS
 from pipeline.models.transformer.onnx import OnnxRunner, export_module, int8_onnx, onnx_available
 
@@ -114,19 +115,6 @@ def bf16_encoder(encoder: nn.Module) -> None:
     for module in encoder.modules():
         if isinstance(module, nn.Linear):
             module.to(torch.bfloat16)
-
-
-def release_free_heap() -> None:
-    """``malloc_trim(0)`` where the C library is glibc; a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 class OnnxBackend:
