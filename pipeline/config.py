@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     bf16_min_input_mb: float = Field(
         0.25, ge=0, description="under numeric_format auto, the input size (MB, all files of a "
         "run) from which bf16 is chosen: below it importing torch (about 4 s) costs more than "
-        "bf16 saves (break-even between 500 and 1,000 realistic reviews, 0.13-0.25 MB)",
+        "bf16 saves (break-even between 441 and 888 realistic reviews, 0.13-0.25 MB)",
     )
     cache_dir: Path | None = Field(
         None, description="cache of exported ONNX graphs, keyed by the weights' hash "
