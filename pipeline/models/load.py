@@ -158,22 +158,17 @@ def _transformer(directory: Path, settings: Settings):
     (exported once per weights file and cached, see :mod:`pipeline.models.transformer.onnx`),
     importing neither torch nor transformers; bf16, a GPU or backend ``torch`` run the torch
     module (torch-int8 where quantised)."""
-    import json
     import logging
-    import os
 
     from pipeline.models.transformer.backends import resolve_backend, torch_int8
     from pipeline.models.transformer.inference import TransformerClassifier
 
     device, backend, quantize = settings.device, settings.backend, settings.quantize
     cpu = str(device).startswith("cpu")
-    # persistence.META_FILE, read without importing torch
-    meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
+    meta = _format_meta(directory, backend)
     if quantize is None and meta.get("int8_dynamic") and cpu:
         quantize = True
     requested = "int8" if quantize else "fp32" if quantize is False else settings.numeric_format
-    if requested == "auto" and backend == "onnx":  # ONNX Runtime by name: no torch bf16
-        meta = {**meta, "formats": [f for f in meta.get("formats") or [] if f != "bf16"]}
     fmt, reason = choose_format(requested, meta) if cpu or requested != "auto" else (
         "fp32", "GPU: fp32")
     onnx = resolve_backend(backend, device) == "onnx"
@@ -185,11 +180,6 @@ def _transformer(directory: Path, settings: Settings):
                 raise
             logging.getLogger("revsat").warning(
                 "ONNX graph unavailable (%s: %s); using torch", type(exc).__name__, exc)
-    if fmt == "bf16":
-        # before torch's first oneDNN kernel: a cache of 8 kernels, not 1,024 (each AMX
-        # kernel keeps its own buffers): peak 1.51 -> 1.41 GB on 5,000 realistic reviews at
-        # the same speed. A value the user set wins.
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
     from pipeline.models.transformer import persistence
 
     model, tokenizer, meta = persistence.load(directory)
@@ -220,6 +210,18 @@ def _onnx_transformer(directory: Path, settings: Settings, meta: dict, fmt: str,
     )
 
 
+def _format_meta(directory: Path, backend: str) -> dict:
+    """A transformer folder's ``revsat_model.json`` (read without importing torch), its checked
+    ``formats`` less bf16 where ONNX Runtime was asked for by name (bf16 runs on torch)."""
+    import json
+
+    # persistence.META_FILE
+    meta = json.loads((directory / "revsat_model.json").read_text(encoding="utf-8"))
+    if backend == "onnx":
+        meta["formats"] = [f for f in meta.get("formats") or [] if f != "bf16"]
+    return meta
+
+
 def run_format(settings: Settings, model: str | Path,
                input_bytes: int | None) -> tuple[Settings, str | None]:
     """``settings`` with ``numeric_format`` ``auto`` made concrete for a run over
@@ -227,16 +229,12 @@ def run_format(settings: Settings, model: str | Path,
     settings as given (and None) where a format was asked for by name or the model is no
     transformer on the CPU. A run decides once, so every worker and the score cache use the
     same format."""
-    import json
-
     path = resolve(model)
     if (settings.numeric_format != "auto" or kind(path) != "transformer"
             or not str(settings.device).startswith("cpu") or settings.quantize is not None):
         return settings, None
-    meta = json.loads((path / "revsat_model.json").read_text(encoding="utf-8"))
-    if settings.backend == "onnx":
-        meta["formats"] = [f for f in meta.get("formats") or [] if f != "bf16"]
-    fmt, reason = choose_format("auto", meta, input_bytes=input_bytes,
+    fmt, reason = choose_format("auto", _format_meta(path, settings.backend),
+                                input_bytes=input_bytes,
                                 bf16_min_bytes=int(settings.bf16_min_input_mb * 1e6))
     return settings.model_copy(update={"numeric_format": fmt}), reason
 

@@ -10,6 +10,7 @@ nor transformers. Only an in-memory module (training, tests) is exported on the 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,10 @@ class TorchBackend:
         # 5,000 realistic reviews, at the same speed (Intel Xeon, AMX, 2 cores)
         self.pad_to = 16 if self.bf16 else 1
         if self.bf16:
+            # before torch's first oneDNN kernel: a cache of 8 kernels, not 1,024 (each AMX
+            # kernel keeps its own buffers): peak 1.51 -> 1.41 GB on the same reviews at the
+            # same speed. A value the user set wins.
+            os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
             bf16_encoder(self.model.encoder)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

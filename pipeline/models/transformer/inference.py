@@ -76,9 +76,9 @@ class TransformerClassifier:
         pad = self.tokenizer.pad_token_id or 0
         self.seconds["tokenise"] += time.perf_counter() - t0
         flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
+        step = getattr(self.backend, "pad_to", 1)  # torch bf16: multiples of 16 tokens
         for idx in length_batches(lengths, self.batch_size):
             t1 = time.perf_counter()
-            step = getattr(self.backend, "pad_to", 1)  # torch bf16: multiples of 16 tokens
             width = -(-int(lengths[idx].max()) // step) * step
             input_ids = np.full((len(idx), width), pad, np.int64)
             for row, i in enumerate(idx):
