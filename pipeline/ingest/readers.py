@@ -523,16 +523,13 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     try:
-        frame = pd.read_excel(path, dtype=object, sheet_name=0)
+        sheets = pd.read_excel(path, dtype=object, sheet_name=None)
     except Exception as exc:  # openpyxl/xlrd raise many types for corrupt files
         raise InputError(
             f"{path}: not a readable Excel workbook ({type(exc).__name__}: {exc})"
         ) from None
-    named = [None if str(c).startswith("Unnamed: ") else c for c in frame.columns]
-    titles = title_rows([named, *frame.head(_HEADER_SEARCH).values.tolist()])
-    if titles:  # the real header is further down: read again from it
-        log.warning("%s: %d title or blank row(s) above the header skipped", path, titles)
-        frame = pd.read_excel(path, dtype=object, sheet_name=0, header=titles)
+    frames = {name: _excel_header(path, name, frame) for name, frame in sheets.items()}
+    frame = pd.concat(_review_sheets(path, frames), ignore_index=True)
     frame = _stringify(frame)
     frame["source_row"] = range(len(frame))
     if frame.empty:
@@ -540,6 +537,40 @@ def _excel_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     for start in range(0, len(frame), chunk_rows):
         yield Chunk(str(path), frame.iloc[start : start + chunk_rows].reset_index(drop=True),
                     encoding="binary")
+
+
+def _excel_header(path: Path, sheet: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """One sheet read from its real header: title or blank rows above it are skipped."""
+    named = [None if str(c).startswith("Unnamed: ") else c for c in frame.columns]
+    titles = title_rows([named, *frame.head(_HEADER_SEARCH).values.tolist()])
+    if not titles:
+        return frame
+    log.warning("%s, sheet %r: %d title or blank row(s) above the header skipped",
+                path, sheet, titles)
+    return pd.read_excel(path, dtype=object, sheet_name=sheet, header=titles)
+
+
+def _review_sheets(path: Path, frames: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
+    """The sheets to read, in workbook order: those whose header names a review text column
+    (a workbook of one sheet per month, or a cover sheet before the reviews), else the
+    first sheet alone (whose columns ``--text-column`` then names). Rows are numbered across
+    the sheets read."""
+    if len(frames) == 1:
+        return list(frames.values())
+    found = []
+    for name, frame in frames.items():
+        try:
+            find_columns([str(c) for c in frame.columns])
+        except InputError:
+            continue
+        found.append(name)
+    if not found:
+        return [next(iter(frames.values()))]
+    skipped = [name for name in frames if name not in found]
+    log.info("%s: sheet(s) %s read%s", path, ", ".join(map(repr, found)),
+             f"; {', '.join(map(repr, skipped))} skipped: no review text column" if skipped
+             else "")
+    return [frames[name] for name in found]
 
 
 def check_input(path: Path, overrides: dict[str, str] | None = None) -> None:

@@ -234,3 +234,26 @@ def test_legacy_xls_exports_are_read():
     assert rejected == []
     assert list(rows["评论内容"]) == ["快递很快，包装完好", "Stopped charging after two days"]
     assert list(rows["评分"]) == ["5", "1"]
+
+
+def test_workbooks_read_every_sheet_of_reviews(tmp_path):
+    october = pd.DataFrame({"评论ID": ["1", "2"], "评论内容": ["物流很快", "质量差, 退货"]})
+    november = pd.DataFrame({"评论ID": ["3"], "评论内容": ["客服态度好"]})
+    xlsx = tmp_path / "export.xlsx"
+    with pd.ExcelWriter(xlsx) as writer:
+        pd.DataFrame({"说明": ["导出时间 2026-11-30"]}).to_excel(writer, sheet_name="说明", index=False)
+        october.to_excel(writer, sheet_name="10月", index=False)
+        pd.DataFrame({"商品ID": ["A1"], "回复内容": ["谢谢"]}).to_excel(writer, sheet_name="回复", index=False)
+        pd.DataFrame([["11月评价"]]).to_excel(writer, sheet_name="11月", index=False, header=False)
+        november.to_excel(writer, sheet_name="11月", index=False, startrow=2)
+    rows, rejected = read_all(xlsx)
+    assert rejected == []
+    # the cover and the replies are skipped; November's title row above its header too
+    assert rows["评论内容"].tolist() == ["物流很快", "质量差, 退货", "客服态度好"]
+    assert rows["source_row"].tolist() == [0, 1, 2]
+    # no sheet names a text column: the first sheet, as for a one-sheet workbook
+    plain = tmp_path / "plain.xlsx"
+    with pd.ExcelWriter(plain) as writer:
+        pd.DataFrame({"words": ["fast delivery"]}).to_excel(writer, sheet_name="a", index=False)
+        pd.DataFrame({"other": ["x"]}).to_excel(writer, sheet_name="b", index=False)
+    assert read_all(plain)[0]["words"].tolist() == ["fast delivery"]
