@@ -241,9 +241,11 @@ def test_workbooks_read_every_sheet_of_reviews(tmp_path):
     november = pd.DataFrame({"评论ID": ["3"], "评论内容": ["客服态度好"]})
     xlsx = tmp_path / "export.xlsx"
     with pd.ExcelWriter(xlsx) as writer:
-        pd.DataFrame({"说明": ["导出时间 2026-11-30"]}).to_excel(writer, sheet_name="说明", index=False)
+        cover = pd.DataFrame({"说明": ["导出时间 2026-11-30"]})
+        cover.to_excel(writer, sheet_name="说明", index=False)
         october.to_excel(writer, sheet_name="10月", index=False)
-        pd.DataFrame({"商品ID": ["A1"], "回复内容": ["谢谢"]}).to_excel(writer, sheet_name="回复", index=False)
+        replies = pd.DataFrame({"商品ID": ["A1"], "回复内容": ["谢谢"]})
+        replies.to_excel(writer, sheet_name="回复", index=False)
         pd.DataFrame([["11月评价"]]).to_excel(writer, sheet_name="11月", index=False, header=False)
         november.to_excel(writer, sheet_name="11月", index=False, startrow=2)
     rows, rejected = read_all(xlsx)
