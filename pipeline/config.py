@@ -29,7 +29,7 @@ from pipeline.training.arguments import TrainConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: DuckDB's memory cap when no settings are at hand (the default of ``duckdb_memory``).
-DEFAULT_DUCKDB_MEMORY = "1GB"
+DEFAULT_DUCKDB_MEMORY = "512MB"
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 #: The TOML file :meth:`Settings.load` reads instead of ``REVSAT_CONFIG``/``revsat.toml``.
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("revsat_config_file", default=None)

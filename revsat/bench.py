@@ -61,10 +61,11 @@ def naive_baseline(model_dir: Path, texts: list[str]) -> float:
     pass (tokenised alone, no batching, no length sorting, no ONNX Runtime)."""
     import torch
 
-    from pipeline.models.load import load
+    from pipeline.models.load import resolve
+    from pipeline.models.transformer import persistence
 
-    clf = load(model_dir, Settings(backend="torch", numeric_format="fp32"), ensemble=False)
-    model, tokenizer, meta = clf.module, clf.tokenizer, clf.meta
+    # transformers' own module and tokenizer, in fp32, as a first attempt would load them
+    model, tokenizer, meta = persistence.load(resolve(model_dir))
     prefix, width = meta.get("prefix", "query: "), int(meta.get("max_length", 256))
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -157,7 +157,8 @@ def _transformer(directory: Path, settings: Settings):
     int8, false fp32). fp32 and int8 on the CPU run the folder's ONNX graph on ONNX Runtime
     (exported once per weights file and cached, see :mod:`pipeline.models.transformer.onnx`),
     importing neither torch nor transformers; bf16, a GPU or backend ``torch`` run the torch
-    module (torch-int8 where quantised)."""
+    module, built without transformers (:mod:`pipeline.models.transformer.encoder`;
+    torch-int8 where quantised)."""
     import logging
 
     from pipeline.models.transformer.backends import resolve_backend, torch_int8
@@ -182,9 +183,11 @@ def _transformer(directory: Path, settings: Settings):
                 "ONNX graph unavailable (%s: %s); using torch", type(exc).__name__, exc)
     from pipeline.models.transformer import persistence
 
-    model, tokenizer, meta = persistence.load(directory)
-    if fmt == "int8":
+    if fmt == "int8":  # dynamic quantisation replaces transformers' separate Linear layers
+        model, tokenizer, meta = persistence.load(directory)
         model = torch_int8(model)
+    else:
+        model, tokenizer, meta = persistence.load_for_scoring(directory)
     bf16 = fmt == "bf16"
     return TransformerClassifier(
         model, tokenizer, meta, device, settings.batch_size, settings.max_chars, "torch",
@@ -198,13 +201,14 @@ def _onnx_transformer(directory: Path, settings: Settings, meta: dict, fmt: str,
     from pipeline.models.transformer import onnx as ox
     from pipeline.models.transformer.backends import OnnxBackend
     from pipeline.models.transformer.inference import TransformerClassifier
+    from pipeline.models.transformer.tokenizer import FastTokenizer
 
     if meta.get("heads") != HEADS:
         raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
     engine = OnnxBackend(ox.find_graph(directory, fmt, settings.cache_dir),
                          settings.torch_threads, fmt)
     return TransformerClassifier(
-        None, ox.FastTokenizer(directory), meta, settings.device, settings.batch_size,
+        None, FastTokenizer(directory), meta, settings.device, settings.batch_size,
         settings.max_chars, "onnx", settings.torch_threads, settings.max_windows,
         engine=engine, format_reason=reason,
     )

@@ -127,21 +127,52 @@ def test_bf16_format_runs_the_torch_module_under_autocast_close_to_fp32(tiny_mod
         assert (a[name].argmax(axis=1) == b[name].argmax(axis=1)).mean() > 0.95
 
 
-def test_bf16_backend_stores_linear_layers_in_bf16_with_autocasts_own_products(tiny_model_dir):
-    import torch
+def _padded_ids(tokenizer, texts):
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    out = np.full((len(ids), width), tokenizer.pad_token_id, np.int64)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = row
+    return out, (np.arange(width) < np.array([len(r) for r in ids])[:, None]).astype(np.int64)
 
+
+def test_scoring_module_equals_transformers_module_without_importing_transformers(
+        tiny_model_dir):
+    import subprocess
+    import sys
+
+    from pipeline.models.transformer import persistence
+
+    ours, tokenizer, _ = persistence.load_for_scoring(tiny_model_dir)
+    theirs, _, _ = persistence.load(tiny_model_dir)
+    texts = ["快递太慢了，但是质量很好", "Great fit, slow courier.", "好"]
+    ids, mask = _padded_ids(tokenizer, texts)
+    with torch.inference_mode():
+        got = ours.flat(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        want = theirs.flat(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    code = ("import sys; from pathlib import Path; "
+            "from pipeline.models.transformer import persistence; "
+            f"persistence.load_for_scoring(Path({str(tiny_model_dir)!r})); "
+            "print(sorted(m for m in sys.modules if m.startswith('transformers')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_bf16_backend_stores_linear_layers_in_bf16_with_autocasts_own_products(tiny_model_dir):
     from pipeline.models.transformer import persistence
     from pipeline.models.transformer.backends import TorchBackend
 
-    model, tokenizer, _ = persistence.load(tiny_model_dir)
-    reference, _, _ = persistence.load(tiny_model_dir)
-    enc = tokenizer(["快递太慢了，但是质量很好", "Great fit, slow courier."], padding=True,
-                    return_tensors="np")
-    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    model, tokenizer, _ = persistence.load_for_scoring(tiny_model_dir)
+    reference, _, _ = persistence.load_for_scoring(tiny_model_dir)
+    ids, mask = _padded_ids(tokenizer, ["快递太慢了，但是质量很好", "Great fit, slow courier."])
     got = TorchBackend(model, bf16=True)(ids, mask)
-    dtypes = {m.weight.dtype for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)}
+    dtypes = {p.dtype for m in model.encoder.modules()
+              if isinstance(m, torch.nn.Linear | torch.nn.MultiheadAttention)
+              for p in m.parameters()}
     assert dtypes == {torch.bfloat16}
-    assert model.encoder.get_input_embeddings().weight.dtype == torch.float32
+    assert model.encoder.embeddings.word_embeddings.weight.dtype == torch.float32
     with torch.inference_mode():  # the fp32 module under autocast alone: the same numbers
         with torch.autocast("cpu", torch.bfloat16):
             hidden = reference.encoder(input_ids=torch.from_numpy(ids),

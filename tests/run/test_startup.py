@@ -90,9 +90,11 @@ def test_fast_tokenizer_equals_transformers():
     from conftest import sample_labelled
     from transformers import AutoTokenizer
 
+    from pipeline.models.transformer.tokenizer import FastTokenizer
+
     folder = models_dir() / "default"
     texts = ["query: " + t for t in sample_labelled()["text"]] + ["query: " + "long text " * 300]
-    ours, theirs = ox.FastTokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    ours, theirs = FastTokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
     for truncation in (False, True):
         assert (ours(texts, truncation=truncation, max_length=128)["input_ids"]
                 == theirs(texts, truncation=truncation, max_length=128)["input_ids"])

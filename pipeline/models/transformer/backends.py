@@ -118,7 +118,8 @@ def bf16_encoder(encoder: nn.Module) -> None:
     from torch import nn
 
     for module in encoder.modules():
-        if isinstance(module, nn.Linear):
+        # torch's attention keeps its packed query/key/value projection outside nn.Linear
+        if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
             module.to(torch.bfloat16)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from pipeline.models.heads import HEADS
 from pipeline.models.transformer.module import POOLINGS, MultiTaskModel, pooling_of
@@ -58,3 +59,30 @@ def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     return model, tokenizer, meta
+
+
+def load_for_scoring(directory: Path) -> tuple[nn.Module, Any, dict]:
+    """The module (eval mode), tokenizer and metadata of a folder, for scoring only: the
+    encoder is :mod:`.encoder`'s and the tokenizer the ``tokenizers`` library's, so neither
+    imports ``transformers`` (1.2-1.3 s and about 100 MB; see that module). Training, the ONNX
+    export and the naive benchmark use :func:`load`."""
+    from pipeline.models.transformer.encoder import from_bert
+    from pipeline.models.transformer.tokenizer import FastTokenizer
+
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    pooling = meta.get("pooling", "mean")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{directory}: unknown pooling {pooling!r}; known: {sorted(POOLINGS)}")
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    state = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
+    encoder, heads = from_bert(config, state)
+    model = POOLINGS[pooling](encoder, config["hidden_size"])
+    missing, unexpected = model.load_state_dict(heads, strict=False)
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise ValueError(f"{directory}: head weights do not match: missing "
+                         f"{[k for k in missing if not k.startswith('encoder.')]}, "
+                         f"unexpected {unexpected}")
+    model.eval()
+    return model, FastTokenizer(directory), meta
