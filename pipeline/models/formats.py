@@ -22,7 +22,7 @@ FORMATS = ("fp32", "int8", "bf16")
 
 def choose_format(requested: str, meta: dict, flags: set[str] | frozenset[str] | None = None,
                   input_bytes: int | None = None,
-                  bf16_min_bytes: int = 250_000) -> tuple[str, str]:
+                  bf16_min_bytes: int = 100_000) -> tuple[str, str]:
     """The numeric format to run and why.
 
     ``requested``: ``auto`` or one of :data:`FORMATS`; ``meta``: the model folder's

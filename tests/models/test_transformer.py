@@ -151,6 +151,9 @@ def test_scoring_module_equals_transformers_module_without_importing_transformer
         got = ours.flat(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         want = theirs.flat(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):  # bf16: bit for bit
+        args = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        assert torch.equal(ours.encoder(**args)[0], theirs.encoder(**args)[0])
     code = ("import sys; from pathlib import Path; "
             "from pipeline.models.transformer import persistence; "
             f"persistence.load_for_scoring(Path({str(tiny_model_dir)!r})); "
@@ -168,8 +171,7 @@ def test_bf16_backend_stores_linear_layers_in_bf16_with_autocasts_own_products(t
     reference, _, _ = persistence.load_for_scoring(tiny_model_dir)
     ids, mask = _padded_ids(tokenizer, ["快递太慢了，但是质量很好", "Great fit, slow courier."])
     got = TorchBackend(model, bf16=True)(ids, mask)
-    dtypes = {p.dtype for m in model.encoder.modules()
-              if isinstance(m, torch.nn.Linear | torch.nn.MultiheadAttention)
+    dtypes = {p.dtype for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)
               for p in m.parameters()}
     assert dtypes == {torch.bfloat16}
     assert model.encoder.embeddings.word_embeddings.weight.dtype == torch.float32

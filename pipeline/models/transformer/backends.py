@@ -118,8 +118,7 @@ def bf16_encoder(encoder: nn.Module) -> None:
     from torch import nn
 
     for module in encoder.modules():
-        # torch's attention keeps its packed query/key/value projection outside nn.Linear
-        if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+        if isinstance(module, nn.Linear):
             module.to(torch.bfloat16)
 
 
