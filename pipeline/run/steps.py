@@ -200,6 +200,20 @@ def _input_bytes(names: tuple[str, ...]) -> int:
     return total
 
 
+def _distinct_inputs(inputs: list[Path] | list[str]) -> tuple[str, ...]:
+    """``inputs`` as given, each file once: a file named twice (``a.csv a.csv``, or a folder
+    and a file in it) is read once, with a warning, not scored twice with its second copy
+    rejected row by row as duplicates."""
+    seen: dict[Path, str] = {}
+    for name in map(str, inputs):
+        key = Path(name).resolve()
+        if key in seen:
+            log.warning("%s names the input %s again: it is read once", name, seen[key])
+        else:
+            seen[key] = name
+    return tuple(seen.values())
+
+
 def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[str],
              run_date: date | None = None, text_column: str | None = None,
              id_column: str | None = None, full: bool = False) -> RunPlan:
@@ -209,7 +223,7 @@ def plan_run(out_dir: str | Path, settings: Settings, inputs: list[Path] | list[
     out = Path(out_dir).resolve()
     inside(out, settings.duckdb_name)
     model_path = str(resolve(settings.model))
-    names = tuple(str(p) for p in inputs)
+    names = _distinct_inputs(inputs)
     settings, format_reason = run_format(settings, model_path, _input_bytes(names))
     classifier = classifier_for(PartSpec("", model_path, settings.model_options(), ""))
     version, inference = classifier.version, inference_info(classifier)

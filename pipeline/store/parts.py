@@ -45,6 +45,7 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
     staged = {t: staging_dir / TABLES[t].file for t in PART_TABLES}
     with duck.connect(memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
+        sources = list(dict.fromkeys(sources))  # a file named twice is one file
         order = pd.DataFrame({"source_file": sources, "file_order": range(len(sources))})
         con.register("file_order", order)
         con.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -150,6 +151,18 @@ def test_duplicate_ids_across_chunks_and_files(tmp_path, tiny_baseline_dir):
     assert [json.loads(r) for r in rejected.sort_values("source_file")["raw"]] == [
         {"id": "1", "text": "again"}, {"id": "2", "text": "dup"}]
     assert run.stats.rows_in == 6
+
+
+def test_a_file_named_twice_is_read_once(tmp_path, tiny_baseline_dir, caplog, monkeypatch):
+    a = tmp_path / "a.csv"
+    pd.DataFrame({"id": ["1", "2", "3"], "text": ["好", "差", "ok"]}).to_csv(a, index=False)
+    monkeypatch.chdir(tmp_path)
+    run = score_all(tmp_path / "out", tiny_baseline_dir, [a, Path("a.csv"), tmp_path / "a.csv"],
+                    Settings(chunk_rows=2, progress=False))
+    assert run.stats.rows_in == 3 and run.stats.rows_scored == 3 and run.stats.rows_rejected == 0
+    assert sorted(pd.read_parquet(tmp_path / "out" / "reviews.parquet")["review_id"]) == [
+        "1", "2", "3"]
+    assert sum("read once" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_killed_run_resumes_from_finished_parts(tmp_path, tiny_baseline_dir):
