@@ -34,7 +34,7 @@ from pipeline.ingest.columns import ColumnMap
 from pipeline.ingest.readers import Chunk
 from pipeline.ingest.validate import validate_chunk
 from pipeline.models.heads import Classifier, label_columns
-from pipeline.models.load import load
+from pipeline.models.load import load, shared_baseline
 from pipeline.store.cache import read_cache
 from pipeline.store.parts import part_file
 from pipeline.store.writers import atomic_write_text, write_frame
@@ -101,6 +101,7 @@ def release_classifiers() -> None:
     if onnx is not None:  # the sessions' shared arena outlives them: empty it while one lives
         onnx.shrink_arena()
     _classifier.cache_clear()
+    shared_baseline.cache_clear()
     gc.collect()
     release_free_heap()  # glibc keeps freed pages: 109 MB more after the default model
 

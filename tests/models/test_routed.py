@@ -99,3 +99,10 @@ def test_shipped_default_reads_chinese_with_its_chinese_route_and_english_with_i
     for head in routed:
         np.testing.assert_allclose(routed[head][zh], alone[head][zh], atol=1e-5)
         np.testing.assert_allclose(routed[head][~zh], main[head][~zh], atol=1e-5)
+    # the folder and its route average with one baseline, loaded once; a release drops it
+    from pipeline.models.load import shared_baseline
+    from pipeline.run.part import release_classifiers
+
+    assert own.routes["zh"].baseline is own.main.baseline
+    release_classifiers()
+    assert shared_baseline.cache_info().currsize == 0
