@@ -5,8 +5,8 @@ A part is one chunk's ``<name>.reviews.parquet`` (with each row's input values a
 (see :mod:`pipeline.run.part`). The run-wide duplicate rule lives here, once: of the rows
 sharing a review id, the first (input file order, then row) is kept; later ones are rejected
 with their input values and a reason naming the first. Chunk order and parallelism therefore
-never change the result. The rule runs in DuckDB, out of core; the reviews stream through
-it one part at a time.
+never change the result. The rule runs in DuckDB, out of core; the kept reviews are then
+written one part at a time.
 """
 
 from __future__ import annotations
