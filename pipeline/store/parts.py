@@ -46,7 +46,6 @@ def merge_parts(parts_dir: Path, staging_dir: Path, sources: list[str], run_id: 
     staged = {t: staging_dir / TABLES[t].file for t in PART_TABLES}
     with duck.connect(memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
-        sources = list(dict.fromkeys(sources))  # a file named twice is one file
         order = pd.DataFrame({"source_file": sources, "file_order": range(len(sources))})
         con.register("file_order", order)
         con.execute(
@@ -128,7 +127,7 @@ def _stream_reviews(parts: list[Path], out: Path, run_id: str, dropped: pa.Table
     for before, after in itertools.pairwise(spans):
         if before[0] == after[0] and before[2] >= after[1]:
             raise RuntimeError(f"{before[3]} and {after[3]} hold overlapping rows")
-    written, pending = 0, []
+    written, pending, pending_rows = 0, [], 0
     run = schema.get_field_index("run_id")
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for source, _, _, path in spans:
@@ -138,8 +137,10 @@ def _stream_reviews(parts: list[Path], out: Path, run_id: str, dropped: pa.Table
             table = table.select(schema.names).set_column(
                 run, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
             pending.append(table.cast(schema))
-            if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+            pending_rows += table.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
                 written += _write_group(writer, pending)
+                pending_rows = 0
         written += _write_group(writer, pending)
     return written
 

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+#: Buffers a ``BertModel`` may have saved beside its weights; this encoder derives them.
+DERIVED_BUFFERS = ("position_ids", "token_type_ids")
+
 
 class Embeddings(nn.Module):
     """Word, position (from 0) and token-type-0 embeddings, summed and layer-normed."""
@@ -125,14 +128,3 @@ class Encoder(nn.Module):
         for layer in self.encoder.layer:
             states = layer(states, mask)
         return (states,)
-
-
-def from_bert(config: dict, state: dict[str, torch.Tensor], prefix: str = "encoder."
-              ) -> tuple[Encoder, dict[str, torch.Tensor]]:
-    """An :class:`Encoder` holding the ``BertModel`` weights under ``prefix`` in ``state``
-    (``config``: the folder's ``config.json``), and the rest of ``state`` (the heads)."""
-    encoder = Encoder(config)
-    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)
-           and not k.endswith(("position_ids", "token_type_ids"))}  # buffers, not weights
-    encoder.load_state_dict(own, strict=True, assign=True)
-    return encoder, {k: v for k, v in state.items() if not k.startswith(prefix)}

@@ -40,20 +40,26 @@ def save(model: MultiTaskModel, tokenizer: Any, directory: Path, meta: dict,
     return directory
 
 
+def _checked_meta(directory: Path) -> tuple[dict, type[nn.Module]]:
+    """A folder's ``revsat_model.json`` and its pooling's module class, both checked."""
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("heads") != HEADS:
+        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    pooling = meta.get("pooling", "mean")  # folders written before attention pooling: mean
+    if pooling not in POOLINGS:
+        raise ValueError(f"{directory}: unknown pooling {pooling!r}; known: {sorted(POOLINGS)}")
+    return meta, POOLINGS[pooling]
+
+
 def load(directory: Path) -> tuple[MultiTaskModel, Any, dict]:
     """The module (eval mode), tokenizer and metadata of a folder written by :func:`save`
     (no network, no pickle)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("heads") != HEADS:
-        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
+    meta, module = _checked_meta(directory)
     config = AutoConfig.from_pretrained(str(directory))
     encoder = AutoModel.from_config(config, add_pooling_layer=False)
-    pooling = meta.get("pooling", "mean")  # folders written before attention pooling: mean
-    if pooling not in POOLINGS:
-        raise ValueError(f"{directory}: unknown pooling {pooling!r}; known: {sorted(POOLINGS)}")
-    model = POOLINGS[pooling](encoder, config.hidden_size)
+    model = module(encoder, config.hidden_size)
     state = load_file(str(directory / "model.safetensors"))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     model.eval()
@@ -67,23 +73,14 @@ def load_for_scoring(directory: Path) -> tuple[nn.Module, Any, dict]:
     imports ``transformers`` (a route loads in 0.24 s instead of 2.7-2.9 s, and about 100 MB
     smaller; see that module). Training, the ONNX export and the naive benchmark use
     :func:`load`."""
-    from pipeline.models.transformer.encoder import from_bert
+    from pipeline.models.transformer.encoder import DERIVED_BUFFERS, Encoder
     from pipeline.models.transformer.tokenizer import FastTokenizer
 
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("heads") != HEADS:
-        raise ValueError(f"{directory}: heads {meta.get('heads')} do not match {HEADS}")
-    pooling = meta.get("pooling", "mean")
-    if pooling not in POOLINGS:
-        raise ValueError(f"{directory}: unknown pooling {pooling!r}; known: {sorted(POOLINGS)}")
+    meta, module = _checked_meta(directory)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    state = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
-    encoder, heads = from_bert(config, state)
-    model = POOLINGS[pooling](encoder, config["hidden_size"])
-    missing, unexpected = model.load_state_dict(heads, strict=False)
-    if unexpected or any(not k.startswith("encoder.") for k in missing):
-        raise ValueError(f"{directory}: head weights do not match: missing "
-                         f"{[k for k in missing if not k.startswith('encoder.')]}, "
-                         f"unexpected {unexpected}")
+    state = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()
+             if not k.endswith(DERIVED_BUFFERS)}
+    model = module(Encoder(config), config["hidden_size"])
+    model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     return model, FastTokenizer(directory), meta
