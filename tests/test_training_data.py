@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.training.data import drop_held_out, synthetic_mixed
@@ -199,6 +200,59 @@ def test_labelled_clauses_are_rebuilt_from_their_review(monkeypatch, tmp_path):
         "sentiment": "positive", "logistics": "positive", "quality": "none", "service": "none",
         "privacy": "none"}]
     assert data.clause_labelled_rows(tmp_path, seed_ids={"waimai_10k-1"}).empty
+
+
+def test_labelled_english_sentences_are_rebuilt_from_their_review(monkeypatch, tmp_path):
+    import hashlib
+    import json
+
+    from pipeline.training import data
+
+    def sha(text):
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    reviews = pd.DataFrame({"id": ["blitzer-1"], "corpus": "blitzer", "lang": "en",
+                            "sentiment": "positive",
+                            "text": ["Works great. But shipping took three weeks."]})
+    none = {"quality": "none", "service": "none", "privacy": "none"}
+    labels = [{"id": "blitzer-1#s1", "sha": sha("But shipping took three weeks."),
+               "sentiment": "negative", "logistics": "negative", **none},
+              {"id": "blitzer-1#c1", "sha": sha("But shipping took three weeks."),
+               "sentiment": "negative", "logistics": "negative", **none}]  # not a clause id
+    (tmp_path / "clause_labels").mkdir()
+    (tmp_path / "clause_labels" / "s.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in labels), encoding="utf-8")
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "load_sentiment_corpora", lambda shared, names: reviews)
+    monkeypatch.setattr(data, "add_split", lambda df: df.assign(split="train"))
+    rows = data.clause_labelled_rows(tmp_path)
+    # the sentence is rebuilt by the sentence splitter; the same text under a clause id is not
+    # what split_clauses gives that review, so its sha does not match and it is left out
+    assert rows[["id", "lang", "text", "logistics"]].to_dict("records") == [
+        {"id": "blitzer-1#s1", "lang": "en", "text": "But shipping took three weeks.",
+         "logistics": "negative"}]
+    (tmp_path / "clause_labels" / "s.jsonl").write_text(
+        json.dumps({**labels[0], "id": "blitzer-1#x1"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="blitzer-1#x1"):
+        data.clause_labelled_rows(tmp_path)
+
+
+def test_a_run_learns_from_the_written_files_it_names(monkeypatch, tmp_path):
+    import json
+
+    from pipeline.training import data
+
+    (tmp_path / "train_extra").mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / "train_extra" / name).write_text(json.dumps(
+            {"id": name, "lang": "en", "text": "Fast shipping.", "sentiment": "positive",
+             "logistics": "positive", "quality": "none", "service": "none",
+             "privacy": "none"}) + "\n", encoding="utf-8")
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+    assert data.extra_rows()["id"].tolist() == ["a.jsonl", "b.jsonl"]
+    assert data.extra_rows(["b.jsonl"])["id"].tolist() == ["b.jsonl"]
+    with pytest.raises(ValueError, match=r"c\.jsonl"):
+        data.extra_rows(["c.jsonl"])
 
 
 def test_combiner_rows_are_dev_split_reviews_never_contrast_ones(monkeypatch, tmp_path):

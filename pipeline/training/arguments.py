@@ -30,6 +30,8 @@ class TrainConfig(BaseModel):
     sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
     project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
     clause_labels: bool = False  # also train on data/clause_labels/ (labelled review clauses)
+    # which files of data/train_extra/ (written reviews) to learn from, by name; None: all
+    extra_files: list[str] | None = None
     project_label_fraction: float = Field(1.0, gt=0, le=1)  # a share of them (learning curves)
     mixed_pairs: int = Field(0, ge=0)  # synthetic mixed reviews (training.data.synthetic_mixed)
     # synthetic reviews that praise and criticise one dimension (training.data.neutral_pairs)

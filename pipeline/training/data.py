@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -73,11 +73,17 @@ def sentiment_rows(
     return pd.concat([train, rows[rows["split"] != "train"]], ignore_index=True)
 
 
-def extra_rows() -> pd.DataFrame:
+def extra_rows(files: Sequence[str] | None = None) -> pd.DataFrame:
     """Hand-written labelled examples shipped with the project (``data/train_extra/*.jsonl``,
-    training only)."""
+    training only); with ``files``, only those file names (a missing one is an error)."""
+    paths = sorted((data_dir() / "train_extra").glob("*.jsonl"))
+    if files is not None:
+        missing = set(files) - {p.name for p in paths}
+        if missing:
+            raise ValueError(f"no such file in data/train_extra/: {', '.join(sorted(missing))}")
+        paths = [p for p in paths if p.name in set(files)]
     records = []
-    for path in sorted((data_dir() / "train_extra").glob("*.jsonl")):
+    for path in paths:
         with path.open(encoding="utf-8") as fh:
             records += [json.loads(line) for line in fh if line.strip()]
     if not records:
@@ -109,14 +115,16 @@ def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
 
 
 def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.DataFrame:
-    """Clauses of corpus reviews the project labelled one by one (``data/clause_labels/*.jsonl``:
-    ``id`` = ``<review id>#c<k>``, the clause's SHA-1 prefix ``sha`` and labels in the seed
-    format), with the clause text rebuilt from the shared corpora: clause ``k`` of
-    :func:`pipeline.models.transformer.clauses.split_clauses` on the normalised review, the
-    input clause scoring reads at inference. Training split only (by the review's text), never
-    a seed or contrast review; a clause whose text no longer matches its ``sha`` (the splitter
-    changed) is left out and counted in the log."""
-    from pipeline.models.transformer.clauses import split_clauses
+    """Parts of corpus reviews the project labelled one by one (``data/clause_labels/*.jsonl``:
+    ``id`` = ``<review id>#c<k>`` for clause ``k`` of a Chinese review, ``<review id>#s<k>``
+    for sentence ``k`` of an English one, the part's SHA-1 prefix ``sha`` and labels in the seed
+    format), with the text rebuilt from the shared corpora: part ``k`` of
+    :func:`pipeline.models.transformer.clauses.split_clauses` (``#c``) or
+    :func:`~pipeline.models.transformer.clauses.split_sentences` (``#s``) on the normalised
+    review, the inputs the second pass reads at inference. Training split only (by the
+    review's text), never a seed or contrast review; a part whose text no longer matches its
+    ``sha`` (the splitter changed) is left out and counted in the log."""
+    from pipeline.models.transformer.clauses import split_clauses, split_sentences
 
     columns = ["id", "corpus", "lang", "text", "sentiment", *DIMENSIONS]
     files = sorted((data_dir() / "clause_labels").glob("*.jsonl"))
@@ -125,8 +133,12 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
     if not records:
         return pd.DataFrame(columns=columns)
     labels = pd.DataFrame.from_records(records)
-    where = labels["id"].str.rsplit("#c", n=1)
-    labels["review"], labels["k"] = where.str[0], where.str[1].astype(int)
+    where = labels["id"].str.extract(r"^(?P<review>.+)#(?P<kind>[cs])(?P<k>\d+)$")
+    if where["review"].isna().any():
+        bad = labels.loc[where["review"].isna(), "id"].iloc[0]
+        raise ValueError(f"data/clause_labels/: id {bad!r} is not <review id>#c<k> or #s<k>")
+    labels = labels.assign(review=where["review"], kind=where["kind"],
+                           k=where["k"].astype(int))
     reviews = add_split(load_sentiment_corpora(
         shared, sorted({corpus_of(r) for r in labels["review"]}, key=CORPORA.index)))
     merged = labels.merge(reviews[["id", "corpus", "lang", "text", "split"]].rename(
@@ -134,11 +146,13 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
     held = set(contrast_labels()["id"]) | (seed_ids or set())
     merged = merged[(merged["split"] == "train") & ~merged["review"].isin(held)]
 
-    # each review split once, however many of its clauses are labelled
-    texts = dict(zip(merged["review"], merged["text"], strict=True))
-    split = {r: split_clauses(normalise(t)) for r, t in texts.items()}
-    merged = merged.assign(text=[split[r][k] if k < len(split[r]) else None
-                                 for r, k in zip(merged["review"], merged["k"], strict=True)])
+    # each review split once, however many of its parts are labelled
+    splitter = {"c": split_clauses, "s": split_sentences}
+    split = {(r, kind): splitter[kind](normalise(t)) for r, kind, t in
+             zip(merged["review"], merged["kind"], merged["text"], strict=True)}
+    merged = merged.assign(text=[split[r, kind][k] if k < len(split[r, kind]) else None
+                                 for r, kind, k in zip(merged["review"], merged["kind"],
+                                                       merged["k"], strict=True)])
     same = pd.Series([t is not None and hashlib.sha1(t.encode()).hexdigest()[:12] == sha
                       for t, sha in zip(merged["text"], merged["sha"], strict=True)],
                      index=merged.index, dtype=bool)
@@ -330,10 +344,12 @@ def clause_rows(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
                    project_fraction: float = 1.0, seed: int = 0,
-                   clause_labels: bool = False) -> pd.DataFrame:
+                   clause_labels: bool = False,
+                   extra_files: Sequence[str] | None = None) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
     examples and, with ``project_labels``, its own labels of corpus rows, with
-    ``clause_labels`` its labelled clauses (all training only, ``fold`` -1); ``source`` says
+    ``clause_labels`` its labelled clauses (all training only, ``fold`` -1; ``extra_files``
+    picks the written files, :func:`extra_rows`); ``source`` says
     which (``seed``, ``written``, ``project``, ``clause_label``).
 
     ``project_labels`` is off by default so that the configs of models trained before
@@ -347,7 +363,7 @@ def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
     if clause_labels:
         clauses = clause_labelled_rows(shared, set(seeds["id"]))
         parts.append(clauses.assign(split="train", fold=-1, source="clause_label"))
-    parts.append(extra_rows().assign(fold=-1, source="written"))
+    parts.append(extra_rows(extra_files).assign(fold=-1, source="written"))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -363,7 +379,8 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
     sent = sentiment_rows(shared, config.sentiment_rows, config.seed, config.corpus_caps)
     dims = dimension_rows(shared, project_labels=config.project_labels,
                           project_fraction=config.project_label_fraction, seed=config.seed,
-                          clause_labels=config.clause_labels)
+                          clause_labels=config.clause_labels,
+                          extra_files=config.extra_files)
     # held-out reviews leave the pools first, so no pair or clause is made of one
     pool = drop_held_out(pd.concat([sent[sent["split"] == "train"].assign(_part="sentiment"),
                                     dims[dims["split"] == "train"].assign(_part="dimensions")],

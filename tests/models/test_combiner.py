@@ -21,8 +21,8 @@ def test_english_sentences_split_at_ends_and_before_but():
     assert clauses.split_sentences("Great phone.") == []
     rows, owner = clauses.expand(["Nice. Slow shipping though.", "好评"], ["en", "zh"],
                                  sentence_langs=frozenset({"en"}))
-    assert rows == ["Nice. Slow shipping though.", "Nice.", "Slow shipping", "though.", "好评"]
-    assert owner.tolist() == [-1, 0, 0, 0, -2]
+    assert rows == ["Nice. Slow shipping though.", "Nice.", "Slow shipping though.", "好评"]
+    assert owner.tolist() == [-1, 0, 0, -2]
 
 
 def _reading() -> Reading:
@@ -162,4 +162,14 @@ def test_an_english_review_that_does_not_turn_is_not_split():
     # the sentence pass costs time on long reviews; one-sided ones gain nothing from it
     assert clauses.split_sentences("Great phone. Fast shipping. Works well.") == []
     assert clauses.split_sentences("Great phone. Shipping was slow, though.") == [
-        "Great phone.", "Shipping was slow", "though."]
+        "Great phone.", "Shipping was slow, though."]
+
+
+def test_a_though_that_closes_its_clause_stays_with_it():
+    # "though." alone says nothing: the clause it closes is what a sentence reading needs
+    assert clauses.split_sentences("Love it! Shipping took three weeks though, sadly.") == [
+        "Love it!", "Shipping took three weeks though, sadly."]
+    assert clauses.split_sentences("Soft fabric though the zip broke.") == [
+        "Soft fabric", "though the zip broke."]
+    assert clauses.split_sentences("It fits, however, the zip broke.") == [
+        "It fits", "however, the zip broke."]

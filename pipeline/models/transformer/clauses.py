@@ -32,9 +32,12 @@ CLAUSE_LANGS: frozenset[str] = frozenset({"zh", "mixed"})
 MAX_CLAUSES = 6
 
 _SPLIT = re.compile(r"[，。！？；,.!?;~～\n]+|(?=但是|不过|可是|就是|只是|然而)")
-#: English: at sentence ends, and before "but", "however", "though" (with or without a comma).
-_SENTENCES = re.compile(r"(?<=[.!?;])\s+|,\s*(?=(?:but|however|though|although)\b)"
-                        r"|\s+(?=(?:but|however|though)\b)", re.IGNORECASE)
+#: English: at sentence ends, and before "but", "however", "though" (with or without a comma),
+#: except a "though" that closes its clause ("it took three weeks though, sadly"): nothing
+#: after it reads on its own.
+_THOUGH = r"though(?!\s*[,.!?;]|\s*$)"
+_SENTENCES = re.compile(rf"(?<=[.!?;])\s+|,\s*(?=(?:but|however|although|{_THOUGH})\b)"
+                        rf"|\s+(?=(?:but|however|{_THOUGH})\b)", re.IGNORECASE)
 #: At most this many sentences of an English review are scored.
 MAX_SENTENCES = 8
 #: An English review is read sentence by sentence only where it turns: the sentence pass is
