@@ -322,3 +322,25 @@ def test_the_written_dev_set_mixes_dimensions_and_is_never_trained_on():
     assert ((dev["logistics"] == "negative") & (dev["quality"] == "positive")).sum() >= 50
     assert ((dev["logistics"] == "positive") & (dev["quality"] == "negative")).sum() >= 25
     assert not set(dev["text"]) & (set(extra_rows()["text"]) | set(written_test_rows()["text"]))
+
+
+def test_natural_test_rows_must_all_be_test_split_reviews(monkeypatch, tmp_path):
+    from pipeline.training import data
+
+    (tmp_path / "natural_test").mkdir()
+    (tmp_path / "natural_test" / "n.jsonl").write_text("{}\n", encoding="utf-8")
+    labelled = pd.DataFrame({"id": ["blitzer-1", "blitzer-2"], "corpus": "blitzer",
+                             "lang": "en", "text": ["Arrived broken.", "Works well."],
+                             "sentiment": ["negative", "positive"],
+                             "logistics": ["negative", "none"], "quality": ["none", "positive"],
+                             "service": "none", "privacy": "none"})
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "load_labels_by_id", lambda files, shared, what: labelled)
+    monkeypatch.setattr(data, "add_split", lambda df: df.assign(split=["test", "test"]))
+    assert data.natural_test_rows(tmp_path)["id"].tolist() == ["blitzer-1", "blitzer-2"]
+    # a row of the training split could have been learnt: refused, by id
+    monkeypatch.setattr(data, "add_split", lambda df: df.assign(split=["test", "train"]))
+    with pytest.raises(ValueError, match="blitzer-2"):
+        data.natural_test_rows(tmp_path)
+    monkeypatch.setattr(data, "data_dir", lambda: tmp_path / "none")
+    assert data.natural_test_rows(tmp_path).empty

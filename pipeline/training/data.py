@@ -183,6 +183,22 @@ def _jsonl_folder(name: str, columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def natural_test_rows(shared: Path) -> pd.DataFrame:
+    """The natural test set (``data/natural_test/*.jsonl``: reviews of the corpora's ``test``
+    split drawn without looking at their labels, each labelled by two annotators; ids and
+    labels only, texts joined from ``shared``; evaluation only), ``split`` ``test``. A row
+    that is not in the test split is an error: it could have been trained on."""
+    files = sorted((data_dir() / "natural_test").glob("*.jsonl"))
+    if not files:
+        return pd.DataFrame(columns=["id", "corpus", "lang", "text", "sentiment", *DIMENSIONS,
+                                     "split"])
+    rows = add_split(load_labels_by_id(files, shared, "natural test"))
+    outside = rows.loc[rows["split"] != "test", "id"].tolist()
+    if outside:
+        raise ValueError(f"natural test ids outside the test split: {outside[:20]}")
+    return rows.reset_index(drop=True)
+
+
 def contrast_labels() -> pd.DataFrame:
     """The contrast set's labels (``data/contrast/*.jsonl``: id, split, sentiment, dimensions,
     how the label was reached); empty when the project ships none."""

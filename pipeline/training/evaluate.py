@@ -20,6 +20,7 @@ from pipeline.text.preprocess import preprocess
 from pipeline.training.data import (
     contrast_rows,
     dimension_rows,
+    natural_test_rows,
     require_shared,
     sentiment_rows,
     written_dev_rows,
@@ -44,9 +45,9 @@ from pipeline.training.metrics import (
 
 def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Preprocessed test rows: (sentiment rows, dimension rows). The dimension rows are the
-    seed test rows, the contrast set's rows (dev and test) and the written test and dev sets
-    (column ``set`` says which: ``seed``, ``contrast-dev``, ``contrast-test``, ``written-test``,
-    ``written-dev``)."""
+    seed test rows, the contrast set's rows (dev and test), the natural test set and the written
+    test and dev sets (column ``set`` says which: ``seed``, ``contrast-dev``, ``contrast-test``,
+    ``natural-test``, ``written-test``, ``written-dev``)."""
     sent = sentiment_rows(shared, max_train=0)
     sent = sent[sent["split"] == "test"]
     if max_per_corpus:
@@ -56,8 +57,10 @@ def held_out(shared: Path, max_per_corpus: int | None = None) -> tuple[pd.DataFr
     dims = dims[dims["split"] == "test"].assign(set="seed")
     contrast = contrast_rows(shared)
     contrast = contrast.assign(set="contrast-" + contrast["split"])
+    natural = natural_test_rows(shared).assign(set="natural-test")
     # the corpus's language, not the detector's (which reads mixed zh/en reviews either way)
-    dims = pd.concat([dims, contrast], ignore_index=True).assign(lang_gold=lambda d: d["lang"])
+    dims = pd.concat([dims, contrast, natural],
+                     ignore_index=True).assign(lang_gold=lambda d: d["lang"])
     written = pd.concat([written_test_rows().assign(set="written-test"),
                          written_dev_rows().assign(set="written-dev")], ignore_index=True)
     dims = pd.concat([dims, written], ignore_index=True)
