@@ -231,6 +231,8 @@ def test_labelled_english_sentences_are_rebuilt_from_their_review(monkeypatch, t
     assert rows[["id", "lang", "text", "logistics"]].to_dict("records") == [
         {"id": "blitzer-1#s1", "lang": "en", "text": "But shipping took three weeks.",
          "logistics": "negative"}]
+    # a run that asks for Chinese clauses only (every config before these labels) gets none
+    assert data.clause_labelled_rows(tmp_path, kinds="c").empty
     (tmp_path / "clause_labels" / "s.jsonl").write_text(
         json.dumps({**labels[0], "id": "blitzer-1#x1"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="blitzer-1#x1"):

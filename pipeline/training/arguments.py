@@ -29,7 +29,8 @@ class TrainConfig(BaseModel):
     dimension_weight: float = 1.0
     sentiment_weight: float = 1.0  # 0 trains the dimension heads alone (single-task ablation)
     project_labels: bool = False  # also train on data/labels/ (the project's corpus-row labels)
-    clause_labels: bool = False  # also train on data/clause_labels/ (labelled review clauses)
+    clause_labels: bool = False  # also train on data/clause_labels/ (labelled Chinese clauses)
+    sentence_labels: bool = False  # ... and on its labelled English sentences (``#s`` ids)
     # which files of data/train_extra/ (written reviews) to learn from, by name; None: all
     extra_files: list[str] | None = None
     project_label_fraction: float = Field(1.0, gt=0, le=1)  # a share of them (learning curves)

@@ -114,14 +114,16 @@ def project_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
     return rows
 
 
-def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.DataFrame:
+def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
+                         kinds: str = "cs") -> pd.DataFrame:
     """Parts of corpus reviews the project labelled one by one (``data/clause_labels/*.jsonl``:
     ``id`` = ``<review id>#c<k>`` for clause ``k`` of a Chinese review, ``<review id>#s<k>``
     for sentence ``k`` of an English one, the part's SHA-1 prefix ``sha`` and labels in the seed
     format), with the text rebuilt from the shared corpora: part ``k`` of
     :func:`pipeline.models.transformer.clauses.split_clauses` (``#c``) or
     :func:`~pipeline.models.transformer.clauses.split_sentences` (``#s``) on the normalised
-    review, the inputs the second pass reads at inference. Training split only (by the
+    review, the inputs the second pass reads at inference; ``kinds`` keeps ``c``, ``s`` or
+    both. Training split only (by the
     review's text), never a seed or contrast review; a part whose text no longer matches its
     ``sha`` (the splitter changed) is left out and counted in the log."""
     from pipeline.models.transformer.clauses import split_clauses, split_sentences
@@ -139,6 +141,9 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None) -> pd.D
         raise ValueError(f"data/clause_labels/: id {bad!r} is not <review id>#c<k> or #s<k>")
     labels = labels.assign(review=where["review"], kind=where["kind"],
                            k=where["k"].astype(int))
+    labels = labels[labels["kind"].isin(list(kinds))]
+    if labels.empty:
+        return pd.DataFrame(columns=columns)
     reviews = add_split(load_sentiment_corpora(
         shared, sorted({corpus_of(r) for r in labels["review"]}, key=CORPORA.index)))
     merged = labels.merge(reviews[["id", "corpus", "lang", "text", "split"]].rename(
@@ -360,24 +365,26 @@ def clause_rows(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 def dimension_rows(shared: Path, folds: int = 5, project_labels: bool = False,
                    project_fraction: float = 1.0, seed: int = 0,
-                   clause_labels: bool = False,
+                   clause_labels: bool = False, sentence_labels: bool = False,
                    extra_files: Sequence[str] | None = None) -> pd.DataFrame:
     """Seed-labelled rows (with ``split`` and ``fold``), plus the project's hand-written
     examples and, with ``project_labels``, its own labels of corpus rows, with
-    ``clause_labels`` its labelled clauses (all training only, ``fold`` -1; ``extra_files``
-    picks the written files, :func:`extra_rows`); ``source`` says
-    which (``seed``, ``written``, ``project``, ``clause_label``).
+    ``clause_labels`` its labelled Chinese clauses and with ``sentence_labels`` its labelled
+    English sentences (all training only, ``fold`` -1; ``extra_files`` picks the written
+    files, :func:`extra_rows`); ``source`` says which (``seed``, ``written``, ``project``,
+    ``clause_label``).
 
-    ``project_labels`` is off by default so that the configs of models trained before
-    ``data/labels/`` existed still select the same rows.
+    ``project_labels`` and ``sentence_labels`` are off by default so that the configs of
+    models trained before those labels existed still select the same rows.
     """
     seeds = add_split(load_seed_labels(shared), folds=folds).assign(source="seed")
     parts = [seeds]
     if project_labels:
         project = project_labelled_rows(shared, set(seeds["id"]), project_fraction, seed)
         parts.append(project.assign(fold=-1, source="project"))
-    if clause_labels:
-        clauses = clause_labelled_rows(shared, set(seeds["id"]))
+    if clause_labels or sentence_labels:
+        kinds = "c" * clause_labels + "s" * sentence_labels
+        clauses = clause_labelled_rows(shared, set(seeds["id"]), kinds)
         parts.append(clauses.assign(split="train", fold=-1, source="clause_label"))
     parts.append(extra_rows(extra_files).assign(fold=-1, source="written"))
     return pd.concat(parts, ignore_index=True)
@@ -396,6 +403,7 @@ def training_sets(config: TrainConfig, shared: Path) -> tuple[pd.DataFrame, pd.D
     dims = dimension_rows(shared, project_labels=config.project_labels,
                           project_fraction=config.project_label_fraction, seed=config.seed,
                           clause_labels=config.clause_labels,
+                          sentence_labels=config.sentence_labels,
                           extra_files=config.extra_files)
     # held-out reviews leave the pools first, so no pair or clause is made of one
     pool = drop_held_out(pd.concat([sent[sent["split"] == "train"].assign(_part="sentiment"),
