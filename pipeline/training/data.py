@@ -78,10 +78,11 @@ def extra_rows(files: Sequence[str] | None = None) -> pd.DataFrame:
     training only); with ``files``, only those file names (a missing one is an error)."""
     paths = sorted((data_dir() / "train_extra").glob("*.jsonl"))
     if files is not None:
-        missing = set(files) - {p.name for p in paths}
+        wanted = set(files)
+        missing = wanted - {p.name for p in paths}
         if missing:
             raise ValueError(f"no such file in data/train_extra/: {', '.join(sorted(missing))}")
-        paths = [p for p in paths if p.name in set(files)]
+        paths = [p for p in paths if p.name in wanted]
     records = []
     for path in paths:
         with path.open(encoding="utf-8") as fh:
@@ -123,9 +124,9 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
     :func:`pipeline.models.transformer.clauses.split_clauses` (``#c``) or
     :func:`~pipeline.models.transformer.clauses.split_sentences` (``#s``) on the normalised
     review, the inputs the second pass reads at inference; ``kinds`` keeps ``c``, ``s`` or
-    both. Training split only (by the
-    review's text), never a seed or contrast review; a part whose text no longer matches its
-    ``sha`` (the splitter changed) is left out and counted in the log."""
+    both. Training split only (by the review's text), never a seed or contrast review; a part
+    whose text no longer matches its ``sha`` (the splitter changed) is left out and counted
+    in the log."""
     from pipeline.models.transformer.clauses import split_clauses, split_sentences
 
     columns = ["id", "corpus", "lang", "text", "sentiment", *DIMENSIONS]
@@ -153,8 +154,9 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
 
     # each review split once, however many of its parts are labelled
     splitter = {"c": split_clauses, "s": split_sentences}
-    split = {(r, kind): splitter[kind](normalise(t)) for r, kind, t in
-             zip(merged["review"], merged["kind"], merged["text"], strict=True)}
+    texts = dict(zip(zip(merged["review"], merged["kind"], strict=True), merged["text"],
+                     strict=True))
+    split = {(r, kind): splitter[kind](normalise(t)) for (r, kind), t in texts.items()}
     merged = merged.assign(text=[split[r, kind][k] if k < len(split[r, kind]) else None
                                  for r, kind, k in zip(merged["review"], merged["kind"],
                                                        merged["k"], strict=True)])
@@ -162,7 +164,8 @@ def clause_labelled_rows(shared: Path, seed_ids: set[str] | None = None,
                       for t, sha in zip(merged["text"], merged["sha"], strict=True)],
                      index=merged.index, dtype=bool)
     if (~same).any():
-        log.warning("%d labelled clauses no longer match their text; left out", (~same).sum())
+        log.warning("%d labelled clauses or sentences no longer match their text; left out",
+                    (~same).sum())
     return merged[same][columns].reset_index(drop=True)
 
 
