@@ -104,6 +104,7 @@ def load(spec: str | Path, settings: Settings | None = None, *,
             classifier.version += "+" + classifier.combiner.tag
     extra = classifier.meta.get("ensemble")
     routes = classifier.meta.get("routes")
+    second = classifier.meta.get("second_opinion")
     if ensemble and extra:
         from pipeline.models.ensemble import EnsembleClassifier
 
@@ -115,6 +116,8 @@ def load(spec: str | Path, settings: Settings | None = None, *,
         weight = extra["weight"]
         classifier = EnsembleClassifier(classifier, baseline,
                                         weight if isinstance(weight, dict) else float(weight))
+    if ensemble and combiner and second:
+        classifier = _second_opinion(classifier, path, second, settings)
     if ensemble and combiner and routes:
         return _routed(classifier, path, routes, settings)
     return classifier
@@ -130,14 +133,39 @@ def shared_baseline(folder: Path) -> Classifier:
     return BaselineModel.load(folder)
 
 
+def _folder_version(folder: Path) -> str:
+    """A model folder's version and a digest of its settings and combiner: a refitted folder
+    is another model version (another score cache)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1()
+    for name in ("revsat_model.json", "combiner.json"):
+        if (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    meta = json.loads((folder / "revsat_model.json").read_text(encoding="utf-8"))
+    return f"{meta.get('version', folder.name)}-{digest.hexdigest()[:8]}"
+
+
+def _second_opinion(first: Classifier, path: Path, spec: dict, settings: Settings) -> Classifier:
+    """``first`` with the second reading ``spec`` names (:mod:`pipeline.models.second_opinion`);
+    its folder must hold a transformer and is loaded when first needed."""
+    from pipeline.models.second_opinion import SecondOpinionClassifier
+
+    folder = (path / spec["model"]).resolve()
+    if kind(folder) != "transformer":
+        raise ModelNotFound(f"{path}: second_opinion names {folder}, which holds no "
+                            "transformer model")
+    return SecondOpinionClassifier(first, lambda: load(folder, settings), _folder_version(folder),
+                                   spec.get("languages", ["en"]),
+                                   spec.get("when_mentioned", ["logistics", "service", "privacy"]))
+
+
 def _routed(main: Classifier, path: Path, routes: dict[str, str],
             settings: Settings) -> Classifier:
     """``main`` with the folders of ``routes`` (``{lang: folder relative to path}``) for the
     reviews of their languages (:mod:`pipeline.models.routed`); a route folder must hold a
     model and is loaded when first needed."""
-    import hashlib
-    import json
-
     from pipeline.models.routed import RoutedClassifier
 
     folders = {lang: (path / sub).resolve() for lang, sub in routes.items()}
@@ -146,14 +174,7 @@ def _routed(main: Classifier, path: Path, routes: dict[str, str],
         if kind(folder) != "transformer":
             raise ModelNotFound(f"{path}: route {lang!r} names {folder}, which holds no "
                                 "transformer model")
-        # the folder's version and a digest of its settings and combiner: a refitted route
-        # is another model version (another score cache)
-        digest = hashlib.sha1()
-        for name in ("revsat_model.json", "combiner.json"):
-            if (folder / name).is_file():
-                digest.update((folder / name).read_bytes())
-        meta = json.loads((folder / "revsat_model.json").read_text(encoding="utf-8"))
-        versions[lang] = f"{meta.get('version', folder.name)}-{digest.hexdigest()[:8]}"
+        versions[lang] = _folder_version(folder)
     return RoutedClassifier(
         main, {lang: (lambda f=folder: load(f, settings)) for lang, folder in folders.items()},
         versions)

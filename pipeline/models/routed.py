@@ -51,7 +51,9 @@ class RoutedClassifier:
         return out
 
     def load_routes(self) -> None:
-        """Load every route now (a warm-up: on a fresh machine this exports their graphs)."""
+        """Load every route now, and what the folder's own model loads lazily (a warm-up: on a
+        fresh machine this exports their graphs)."""
+        getattr(self.main, "load_routes", lambda: None)()
         for lang in self.loaders:
             self._route(lang)
 

@@ -63,6 +63,7 @@ def test_a_route_to_a_folder_without_a_model_is_a_clear_error(tmp_path):
     shutil.copytree(models_dir() / "default", folder)
     meta = json.loads((folder / "revsat_model.json").read_text(encoding="utf-8"))
     meta["routes"] = {"zh": "../nowhere"}
+    meta.pop("second_opinion", None)
     meta["ensemble"]["baseline"] = str(models_dir() / "baseline")
     (folder / "revsat_model.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ModelNotFound, match="route 'zh'"):
@@ -103,6 +104,6 @@ def test_shipped_default_reads_chinese_with_its_chinese_route_and_english_with_i
     from pipeline.models.load import shared_baseline
     from pipeline.run.part import release_classifiers
 
-    assert own.routes["zh"].baseline is own.main.baseline
+    assert own.routes["zh"].baseline is own.main.first.baseline
     release_classifiers()
     assert shared_baseline.cache_info().currsize == 0
