@@ -6,8 +6,9 @@ is first scored by the folder's own model. A review of one of ``languages`` wher
 names one of ``when_mentioned`` (its most probable label is not ``none``) is read again by the
 second model, and takes that model's reading of every dimension the first reading names: the
 second reading may decide the polarity again or find a dimension not mentioned after all, but
-never adds a dimension (on the dev rows that kept more than taking all four readings, and no
-new privacy alarm can come from it). Overall sentiment stays the first model's.
+never adds a dimension. On the dev rows this scored better than taking all four of its
+readings, and it cannot raise a privacy alarm the first reading did not. Overall sentiment
+stays the first model's.
 
 Why: the English 3-layer network reads courier, seller and privacy complaints beside praise for
 the product as praise ("Great quality headphones. Delivery was late by a week…": logistics
