@@ -23,6 +23,12 @@ from pipeline.models.transformer.clauses import CLAUSE_LANGS
 ROUTE_LANGS: dict[str, frozenset[str]] = {"zh": CLAUSE_LANGS, "en": frozenset({"en"})}
 
 
+def detected_languages(reviews: pd.DataFrame) -> np.ndarray:
+    """Each review's detected language (column ``lang`` of a preprocessed batch; ``""`` for
+    every review where the batch has none)."""
+    return reviews["lang"].to_numpy() if "lang" in reviews else np.full(len(reviews), "")
+
+
 class RoutedClassifier:
     """The folder's own classifier for most reviews, and one per routed language (loaded
     lazily by ``loaders[lang]()``, whose version is given up front: it is part of the model
@@ -66,7 +72,7 @@ class RoutedClassifier:
         """Each review's probabilities from the model of its language, in input order."""
         if not len(reviews):
             return self.main.predict_batch(reviews)
-        detected = reviews["lang"].to_numpy() if "lang" in reviews else np.full(len(reviews), "")
+        detected = detected_languages(reviews)
         taken = np.zeros(len(reviews), bool)
         parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         for lang in sorted(self.loaders):

@@ -27,6 +27,7 @@ import pandas as pd
 
 from pipeline.catalog import DIMENSIONS
 from pipeline.models.heads import Classifier
+from pipeline.models.routed import detected_languages
 
 
 class SecondOpinionClassifier:
@@ -66,20 +67,19 @@ class SecondOpinionClassifier:
         if self.second is None:
             self.second = self.load_second()
 
-    def wanted(self, reviews: pd.DataFrame, probs: dict[str, np.ndarray]) -> np.ndarray:
-        """Reviews of the second model's languages whose first reading names a
+    def wanted(self, reviews: pd.DataFrame, named: dict[str, np.ndarray]) -> np.ndarray:
+        """Reviews of the second model's languages whose first reading names (``named``: per
+        dimension, whether each review's most probable label is not ``none``) a
         ``when_mentioned`` dimension."""
-        langs = reviews["lang"].to_numpy() if "lang" in reviews else np.full(len(reviews), "")
-        named = np.zeros(len(reviews), bool)
-        for dim in self.when_mentioned:
-            named |= probs[dim].argmax(axis=1) != 0  # column 0 is "none"
-        return np.isin(langs, list(self.languages)) & named
+        hard = np.column_stack([named[dim] for dim in self.when_mentioned]).any(axis=1)
+        return np.isin(detected_languages(reviews), list(self.languages)) & hard
 
     def predict_batch(self, reviews: pd.DataFrame) -> dict[str, np.ndarray]:
         """The first model's probabilities, with the dimensions of :meth:`wanted` reviews
         that the first reading names replaced by the second model's."""
         probs = self.first.predict_batch(reviews)
-        rows = self.wanted(reviews, probs) if len(reviews) else np.zeros(0, bool)
+        named = {dim: probs[dim].argmax(axis=1) != 0 for dim in DIMENSIONS}  # column 0: none
+        rows = self.wanted(reviews, named)
         if not rows.any():
             return probs
         t0 = time.perf_counter()
@@ -87,9 +87,9 @@ class SecondOpinionClassifier:
         again = self.second.predict_batch(reviews[rows])
         out = dict(probs)
         for dim in DIMENSIONS:
-            named = probs[dim][rows].argmax(axis=1) != 0
+            take = named[dim][rows]
             out[dim] = probs[dim].copy()
-            out[dim][np.flatnonzero(rows)[named]] = again[dim][named]
+            out[dim][np.flatnonzero(rows)[take]] = again[dim][take]
         self.reread += int(rows.sum())
         self._seconds["second_opinion"] = (self._seconds.get("second_opinion", 0.0)
                                            + time.perf_counter() - t0)
