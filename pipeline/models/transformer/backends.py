@@ -89,6 +89,9 @@ class TorchBackend:
             # same speed. A value the user set wins.
             os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
             bf16_encoder(self.model.encoder)
+        fuse = getattr(self.model.encoder, "fuse", None)  # the scoring encoder (encoder.py)
+        if fuse is not None and not self.quantized:
+            fuse()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
