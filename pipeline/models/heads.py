@@ -68,24 +68,3 @@ def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list
     length, as sentence-transformers' ``encode`` does. Callers restore the input order."""
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-
-
-def width_batches(lengths: Sequence[int] | np.ndarray, step: int, batch_size: int,
-                  tokens: int) -> list[np.ndarray]:
-    """Indices of ``lengths`` in batches of one padded width each (a length rounded up to a
-    multiple of ``step``), shortest first; a batch holds at most ``max(batch_size, tokens //
-    width)`` rows, so batches of short inputs are larger.
-
-    Each input is then padded to its own width whatever else is in the input: with padding
-    that changes the numbers a little (bf16), a review scores the same in any file. The
-    larger batches of short inputs (Chinese clauses, English sentences) are also faster per
-    token. Callers restore the input order."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    widths = -(-lengths // step) * step
-    order = np.argsort(lengths, kind="stable")
-    out: list[np.ndarray] = []
-    for width in np.unique(widths):
-        idx = order[widths[order] == width]
-        size = max(batch_size, tokens // max(int(width), 1))
-        out.extend(idx[s : s + size] for s in range(0, len(idx), size))
-    return out

@@ -209,38 +209,6 @@ def test_bf16_batches_are_padded_to_multiples_of_16_tokens_without_changing_labe
         assert (padded[name].argmax(axis=1) == exact[name].argmax(axis=1)).mean() > 0.97
 
 
-def test_bf16_batches_hold_one_padded_width_and_more_short_inputs(tiny_model_dir):
-    data = preprocess(sample_labelled())
-    clf = load_classifier(str(tiny_model_dir), Settings(numeric_format="bf16", batch_size=4))
-    clf.batch_tokens = 64  # 4 rows of 16 tokens or fewer, up to 4 rows otherwise
-    engine, shapes = clf.backend, []
-
-    def recording(input_ids, attention_mask):
-        shapes.append((input_ids.shape, attention_mask.sum(axis=1)))
-        return engine(input_ids, attention_mask)
-
-    recording.pad_to = 16
-    clf.backend = recording
-    clf.predict_texts(list(data["text_norm"]))
-    for (rows, width), lengths in shapes:
-        # each input padded to its own length rounded up to 16, whatever else is in the batch
-        assert (-(-lengths // 16) * 16 == width).all()
-        assert rows <= max(4, 64 // width)
-    assert sum(rows for (rows, _), _ in shapes) == len(data)
-
-
-def test_width_batches_cover_every_input_once_shortest_first():
-    from pipeline.models.heads import width_batches
-
-    lengths = np.array([3, 40, 17, 16, 1, 33, 16, 128, 5, 18])
-    batches = width_batches(lengths, 16, batch_size=2, tokens=64)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
-    widths = [set((-(-lengths[b] // 16) * 16).tolist()) for b in batches]
-    assert all(len(w) == 1 for w in widths)
-    assert [w.pop() for w in widths] == [16, 16, 32, 48, 128]  # five of width 16: 4, then 1
-    assert batches[0].tolist() == [4, 0, 8, 3]  # shortest first, ties in input order
-
-
 def test_fused_attention_projections_give_the_same_numbers(tiny_model_dir):
     from pipeline.models.transformer import persistence
     from pipeline.models.transformer.backends import TorchBackend

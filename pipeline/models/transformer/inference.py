@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.models.heads import HEADS, length_batches, softmax, split_heads, width_batches
+from pipeline.models.heads import HEADS, length_batches, softmax, split_heads
 from pipeline.models.transformer import clauses, combiner
 from pipeline.models.transformer.backends import make_backend
 
@@ -39,8 +39,6 @@ class TransformerClassifier:
         self.meta = meta
         self.device = device
         self.batch_size = batch_size
-        # padded tokens a batch of short inputs may fill (see heads.width_batches)
-        self.batch_tokens = 4096
         self.max_chars = max_chars
         self.max_length = int(meta.get("max_length", 256))
         self.max_windows = max_windows
@@ -79,9 +77,7 @@ class TransformerClassifier:
         self.seconds["tokenise"] += time.perf_counter() - t0
         flat = np.zeros((len(rows), sum(HEADS.values())), np.float32)
         step = getattr(self.backend, "pad_to", 1)  # torch bf16: multiples of 16 tokens
-        batches = (width_batches(lengths, step, self.batch_size, self.batch_tokens) if step > 1
-                   else length_batches(lengths, self.batch_size))
-        for idx in batches:
+        for idx in length_batches(lengths, self.batch_size):
             t1 = time.perf_counter()
             width = -(-int(lengths[idx].max()) // step) * step
             input_ids = np.full((len(idx), width), pad, np.int64)
