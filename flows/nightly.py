@@ -30,6 +30,7 @@ def nightly_score(
     workers: int | None = None,
     columns: dict[str, str] | None = None,
     fail_on_alerts: bool | None = None,
+    progress: bool = False,
 ) -> dict:
     """Score the new files of ``input_dir`` (a directory, filtered by ``pattern``, or a glob)
     into ``out``. ``rescore`` scores every matching file even if the ledger has it (re-running
@@ -39,12 +40,13 @@ def nightly_score(
     ``columns`` names input columns as the settings do (``{"text_column": "初评内容"}``; also
     ``id_column``, ``product_column``, ``rating_column``, ``date_column``,
     ``category_column``, ``order_column``); ``fail_on_alerts`` overrides the setting (the
-    flow run then fails with :class:`~pipeline.errors.AlertsRaised` after publishing)."""
+    flow run then fails with :class:`~pipeline.errors.AlertsRaised` after publishing);
+    ``progress`` shows the scoring's progress (off: a scheduled run has no terminal)."""
     logger = get_run_logger()
     extra = {} if fail_on_alerts is None else {"fail_on_alerts": fail_on_alerts}
     if model is not None:  # else REVSAT_MODEL / revsat.toml / default
         extra["model"] = model
-    settings = load_settings(progress=False, **(columns or {}), **extra)
+    settings = load_settings(progress=progress, **(columns or {}), **extra)
     db = Path(out) / settings.duckdb_name
     paths = ledger.discover(input_dir, pattern)
     files = ([ledger.InputFile(p, ledger.file_digest(p), p.stat().st_size) for p in paths]

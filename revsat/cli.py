@@ -382,6 +382,8 @@ def nightly(
     warehouse: WarehouseUrl = None,
     task_runner: Annotated[str, typer.Option(help="sequential, dask or ray")] = "sequential",
     workers: Workers = None,
+    progress: Annotated[bool, typer.Option(
+        help="show progress (off by default, as in a scheduled run)")] = False,
     verbose: Verbose = False,
 ) -> None:
     """One nightly run by hand (flow nightly-score): score the files of INPUT_DIR that the
@@ -399,7 +401,7 @@ def nightly(
         extra = {"fail_on_alerts": fail_on_alerts} if fail_on_alerts is not None else {}
         if model is not None:
             extra["model"] = model
-        settings = load_settings(progress=False, **columns, **extra)
+        settings = load_settings(progress=progress, **columns, **extra)
         _check_task_runner(task_runner)
         parsed_date = _run_date(run_date)
         _preflight([input_dir], settings, nightly_pattern=pattern,
@@ -413,7 +415,7 @@ def nightly(
                                        run_date=parsed_date, rescore=rescore,
                                        warehouse=warehouse, task_runner=task_runner,
                                        workers=workers, columns=columns,
-                                       fail_on_alerts=fail_on_alerts)
+                                       fail_on_alerts=fail_on_alerts, progress=progress)
         except AlertsRaised as exc:
             record, alerted = exc.record, True
     if record.get("skipped"):

@@ -157,6 +157,27 @@ def test_column_overrides_from_the_config_file_and_nightly(tmp_path, tiny_baseli
     assert record["rows_scored"] == 1 and record["column_warnings"]
 
 
+def test_nightly_shows_progress_only_when_asked(tmp_path, tiny_baseline_dir, monkeypatch):
+    import flows.nightly as nightly_flow
+
+    seen = []
+    real = nightly_flow.load_settings
+
+    def spy(**kwargs):
+        seen.append(kwargs["progress"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(nightly_flow, "load_settings", spy)
+    (tmp_path / "night").mkdir()
+    qianniu_export(tmp_path / "night" / "q.csv")
+    for flag in ("--progress", "--no-progress", None):
+        args = [] if flag is None else [flag]
+        result = invoke("nightly", tmp_path / "night", "--out", tmp_path / f"out{flag}",
+                        "--model", tiny_baseline_dir, *args)
+        assert result.exit_code == 0, result.output
+    assert seen == [True, False, False]  # off by default, as in a scheduled run
+
+
 # 4. Cumulative re-exports ------------------------------------------------------------------
 
 def test_cumulative_re_export_is_not_counted_twice(tmp_path, tiny_baseline_dir):
