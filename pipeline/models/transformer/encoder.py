@@ -9,6 +9,9 @@ parameter names, so a saved folder loads as it is, and the same operations in th
 under bf16 autocast its token states equal ``BertModel``'s bit for bit, in fp32 within
 rounding (``tests/models/test_transformer.py``). torch's own ``TransformerEncoderLayer``
 computes the same function, but through its packed attention it scored 16 % slower here.
+Two departures keep every number and save time: the scoring backend fuses each layer's query,
+key and value layers into one (:meth:`Encoder.fuse`), and the attention mask is broadcast
+rather than expanded (README, Performance, 2026-12-08).
 """
 
 from __future__ import annotations
