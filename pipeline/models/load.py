@@ -147,15 +147,21 @@ def _folder_version(folder: Path) -> str:
     return f"{meta.get('version', folder.name)}-{digest.hexdigest()[:8]}"
 
 
+def _transformer_folder(path: Path, sub: str, what: str) -> Path:
+    """The folder ``sub`` (relative to the model folder ``path``) that ``what`` names; a clear
+    error unless it holds a transformer model."""
+    folder = (path / sub).resolve()
+    if kind(folder) != "transformer":
+        raise ModelNotFound(f"{path}: {what} names {folder}, which holds no transformer model")
+    return folder
+
+
 def _second_opinion(first: Classifier, path: Path, spec: dict, settings: Settings) -> Classifier:
     """``first`` with the second reading ``spec`` names (:mod:`pipeline.models.second_opinion`);
     its folder must hold a transformer and is loaded when first needed."""
     from pipeline.models.second_opinion import SecondOpinionClassifier
 
-    folder = (path / spec["model"]).resolve()
-    if kind(folder) != "transformer":
-        raise ModelNotFound(f"{path}: second_opinion names {folder}, which holds no "
-                            "transformer model")
+    folder = _transformer_folder(path, spec["model"], "second_opinion")
     return SecondOpinionClassifier(first, lambda: load(folder, settings), _folder_version(folder),
                                    spec.get("languages", ["en"]),
                                    spec.get("when_mentioned", ["logistics", "service", "privacy"]))
@@ -168,13 +174,9 @@ def _routed(main: Classifier, path: Path, routes: dict[str, str],
     model and is loaded when first needed."""
     from pipeline.models.routed import RoutedClassifier
 
-    folders = {lang: (path / sub).resolve() for lang, sub in routes.items()}
-    versions = {}
-    for lang, folder in folders.items():
-        if kind(folder) != "transformer":
-            raise ModelNotFound(f"{path}: route {lang!r} names {folder}, which holds no "
-                                "transformer model")
-        versions[lang] = _folder_version(folder)
+    folders = {lang: _transformer_folder(path, sub, f"route {lang!r}")
+               for lang, sub in routes.items()}
+    versions = {lang: _folder_version(folder) for lang, folder in folders.items()}
     return RoutedClassifier(
         main, {lang: (lambda f=folder: load(f, settings)) for lang, folder in folders.items()},
         versions)
